@@ -1,0 +1,155 @@
+"""Benchmark of the fused SLAC update step at full size on random data held on the device.
+
+    python -m experiments.bench [--batch-sac 256] [--batch-latent 32] [--iters 50]
+                                [--warmup 3] [--scan K] [--dtype float32|bfloat16]
+
+Each timed call is one jitted, state-donating dispatch of K updates (`--scan K`) that samples
+its own batches from a device replay, exactly as training does; times are per update. Prints a
+table, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slacjax import replay as replay_lib
+from slacjax import update
+from slacjax.config import AgentConfig
+
+EPISODE_FRAMES = 251  # a DMC episode at action repeat 4: 250 agent steps + the reset frame
+
+
+def random_replay(capacity: int, action_dim: int, key: jax.Array) -> replay_lib.Replay:
+    """A full device replay of random frames, laid out as back-to-back episodes."""
+    k_frames, k_actions, k_rewards = jax.random.split(key, 3)
+    slots = jnp.arange(capacity, dtype=jnp.int32)
+    return replay_lib.Replay(
+        frames=jax.random.bits(k_frames, (capacity, 64, 64, 3), jnp.uint8),
+        actions=jax.random.uniform(k_actions, (capacity, action_dim), minval=-1, maxval=1),
+        rewards=jax.random.uniform(k_rewards, (capacity,)),
+        terminals=jnp.zeros((capacity,)),
+        episode=slots // EPISODE_FRAMES,
+        episode_step=slots % EPISODE_FRAMES,
+        cursor=jnp.zeros((), jnp.int32),
+        size=jnp.asarray(capacity, jnp.int32),
+        next_episode=jnp.asarray(capacity // EPISODE_FRAMES + 1, jnp.int32),
+    )
+
+
+def time_calls(step, state, iters: int, warmup: int):
+    """Runs `step` warmup + iters times -> (state, first-call s, per-call seconds of the timed)."""
+    start = time.perf_counter()
+    state, metrics = step(state)
+    jax.block_until_ready(metrics)
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        state, metrics = step(state)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        state, metrics = step(state)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return state, first, np.asarray(times), metrics
+
+
+def peak_memory_mb() -> float | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2**20, 1)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sac", type=int, default=256, help="SAC batch (sequences)")
+    parser.add_argument("--batch-latent", type=int, default=32, help="latent batch (sequences)")
+    parser.add_argument("--iters", type=int, default=50, help="timed calls")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls, compile included")
+    parser.add_argument("--scan", type=int, default=1, metavar="K", help="updates per dispatch")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="compute dtype of the convolutions")
+    parser.add_argument("--action-dim", type=int, default=6, help="6 = cheetah_run")
+    parser.add_argument("--capacity", type=int, default=100_000, help="replay slots")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name in ("batch_sac", "batch_latent", "iters", "warmup", "scan", "action_dim"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.capacity < 2 * EPISODE_FRAMES:
+        parser.error(f"--capacity must be at least {2 * EPISODE_FRAMES}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = AgentConfig(batch_sac=args.batch_sac, batch_latent=args.batch_latent, dtype=args.dtype)
+    key = jax.random.PRNGKey(args.seed)
+    replay = random_replay(args.capacity, args.action_dim, key)
+    state = update.init_state(cfg, args.action_dim, key)
+    k = args.scan
+
+    def fused(state):
+        return update.train_steps(state, replay, cfg, k)
+
+    def latent_only(state):
+        return update.pretrain_steps(state, replay, cfg, k)
+
+    state, fused_first, fused_times, metrics = time_calls(fused, state, args.iters, args.warmup)
+    fused_cache = update.train_steps._cache_size()
+    state, latent_first, latent_times, _ = time_calls(latent_only, state, args.iters, args.warmup)
+    latent_cache = update.pretrain_steps._cache_size()
+    # A second round of fused calls after the latent warm-up: any recompilation shows here.
+    state, _, _, metrics = time_calls(fused, state, 2, 0)
+    recompiles = (update.train_steps._cache_size() - fused_cache
+                  + update.pretrain_steps._cache_size() - latent_cache)
+
+    per_update_ms = fused_times * 1e3 / k
+    latent_ms = latent_times * 1e3 / k
+    device = jax.devices()[0]
+    result = {
+        "device": f"{device.platform}:{device.device_kind}",
+        "jax": jax.__version__,
+        "dtype": args.dtype,
+        "batch_sac": args.batch_sac,
+        "batch_latent": args.batch_latent,
+        "scan": k,
+        "iters": args.iters,
+        "update_ms_median": round(float(np.median(per_update_ms)), 3),
+        "update_ms_p90": round(float(np.percentile(per_update_ms, 90)), 3),
+        "updates_per_s": round(1e3 / float(np.median(per_update_ms)), 2),
+        "latent_update_ms_median": round(float(np.median(latent_ms)), 3),
+        "latent_updates_per_s": round(1e3 / float(np.median(latent_ms)), 2),
+        "compile_s": round(fused_first - float(np.median(fused_times)), 2),
+        "latent_compile_s": round(latent_first - float(np.median(latent_times)), 2),
+        "peak_device_mem_mb": peak_memory_mb(),
+        "recompiles_after_warmup": int(recompiles),
+        "finite_losses": bool(all(np.isfinite(float(v)) for v in metrics.values())),
+    }
+    rows = [
+        ("device", result["device"]), ("jax", result["jax"]), ("dtype", args.dtype),
+        ("batch (SAC / latent)", f"{args.batch_sac} / {args.batch_latent}"),
+        ("updates per dispatch", k),
+        ("fused update ms (median / p90)",
+         f"{result['update_ms_median']:.2f} / {result['update_ms_p90']:.2f}"),
+        ("fused updates/s", result["updates_per_s"]),
+        ("latent update ms (median)", f"{result['latent_update_ms_median']:.2f}"),
+        ("compile s (fused / latent)", f"{result['compile_s']} / {result['latent_compile_s']}"),
+        ("peak device memory MB", result["peak_device_mem_mb"]),
+        ("recompiles after warm-up", result["recompiles_after_warmup"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Train SLAC: `python -m experiments.run task=cheetah_run [key=value ...]`.
+
+    python -m experiments.run task=cheetah_run                  # the full protocol
+    python -m experiments.run preset=smoke run_dir=/tmp/smoke   # every phase in minutes
+    python -m experiments.run -m task=cheetah_run,walker_walk seed=0,1,2
+    python -m experiments.run sweep=planet6                     # the six PlaNet tasks
+
+Hydra composes the typed config (slacjax.config.ExperimentConfig) from experiments/conf and
+the overrides; `-m` or a `sweep=` preset runs one job per combination, one after another.
+Before Hydra starts, every job's config is composed and validated here, so a bad override
+(unknown key, wrong type, unknown task, non-positive count) is one line on stderr and
+nothing runs. Rerunning a command resumes its run dir from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+CONF_DIR = pathlib.Path(__file__).resolve().parent / "conf"
+REPO_DIR = CONF_DIR.parents[1]
+# Before jax is imported: compiled programs survive the process, so reruns start fast.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_DIR / ".jax_cache"))
+
+import hydra  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+
+from slacjax.config import ExperimentConfig  # noqa: E402
+
+ConfigStore.instance().store(name="experiment_schema", node=ExperimentConfig)
+
+USER_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def error_line(error: BaseException) -> str:
+    """An exception and its cause as one line: the first line of each, plus Hydra's options."""
+    parts = []
+    for part in (error, error.__cause__):
+        lines = str(part).strip().splitlines() if part is not None else []
+        if lines and lines[0] not in parts:
+            parts.append(lines[0])
+    options = getattr(error, "options", None)
+    if options:
+        parts.append(f"(available: {', '.join(options)})")
+    return " ".join(parts) or type(error).__name__
+
+
+def fail(message: str, status: int = 2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def compose(overrides: list[str], with_hydra: bool = False):
+    """The config Hydra would give a job with these overrides (not validated)."""
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra.compose("config", overrides=overrides, return_hydra_config=with_hydra)
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command will run (one unless multirun)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
+    base = compose(fixed, with_hydra=True)
+    multirun = multirun or str(base.hydra.mode) in ("MULTIRUN", "RunMode.MULTIRUN")
+    if not multirun:
+        return [overrides]
+    params = base.hydra.sweeper.get("params") or {}
+    from_config = [f"{key}={value}" for key, value in params.items()]
+    return BasicSweeper.split_arguments(parser.parse_overrides(from_config + overrides), None)[0]
+
+
+def experiment_config(overrides: list[str]) -> ExperimentConfig:
+    """Composes and validates one job's config (raises one of USER_ERRORS)."""
+    return OmegaConf.to_object(compose(overrides))
+
+
+def validate(overrides: list[str], multirun: bool) -> list[ExperimentConfig]:
+    """Every job's config, validated before any job starts."""
+    jobs = [experiment_config(job) for job in job_overrides(overrides, multirun)]
+    run_dirs = [os.path.abspath(job.run_dir) for job in jobs]
+    if len(set(run_dirs)) < len(run_dirs):
+        raise ValueError("several jobs of this sweep share a run_dir; leave run_dir at its "
+                         "default or put ${task} and ${seed} in it")
+    return jobs
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def train_job(cfg) -> None:
+    from slacjax import trainer
+
+    try:
+        status = trainer.run(OmegaConf.to_object(cfg))
+    except trainer.LaunchError as error:
+        fail(str(error))
+    except trainer.TrainingStopped as error:
+        fail(str(error), status=1)
+    if status:
+        sys.exit(status)
+
+
+def main() -> None:
+    arguments = sys.argv[1:]
+    flags = [argument for argument in arguments if argument.startswith("-")]
+    # Hydra's own commands (--help, --cfg, --info, …) go to Hydra untouched.
+    if all(flag in MULTIRUN_FLAGS for flag in flags):
+        overrides = [argument for argument in arguments if not argument.startswith("-")]
+        try:
+            validate(overrides, multirun=bool(flags))
+        except USER_ERRORS as error:
+            fail(error_line(error))
+    train_job()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Typed configuration: the agent (model, losses, optimisers) and the training protocol.
+
+Defaults are the spec's (§2–§5). Per-task values (action repeat, decoder variance) come from
+the one task table, `slacjax.tasks`. `AgentConfig` is hashable so that jitted functions take
+it as a static argument: changing it recompiles, changing data never does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from slacjax.tasks import get_task
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Everything the jitted model and update step depend on (spec §2–§5)."""
+
+    image_size: int = 64
+    feature_dim: int = 256
+    z1_dim: int = 32
+    z2_dim: int = 256
+    hidden_dim: int = 256
+    decoder_var: float = 0.1
+    sequence_length: int = 8
+    batch_sac: int = 256
+    batch_latent: int = 32
+    # Spec §5: the latent batch is the first `batch_latent` of the SAC batch (authors' choice);
+    # True samples a separate latent batch (the PyTorch port's choice).
+    separate_latent_batch: bool = False
+    gamma: float = 0.99
+    tau: float = 0.005
+    lr_latent: float = 1e-4
+    lr_critic: float = 3e-4
+    lr_actor: float = 3e-4
+    lr_alpha: float = 3e-4
+    # Learned temperature by default (log α starts at log(init_alpha)); False keeps α = init_alpha.
+    learn_alpha: bool = True
+    init_alpha: float = 1.0
+    # Compute dtype of the conv encoder/decoder ("float32" or "bfloat16"); parameters stay float32.
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        positive = ("image_size", "feature_dim", "z1_dim", "z2_dim", "hidden_dim",
+                    "sequence_length", "batch_sac", "batch_latent")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.image_size != 64:
+            raise ValueError("the SLAC encoder/decoder are built for 64x64 frames "
+                             f"(image_size=64), got {self.image_size}")
+        if not self.separate_latent_batch and self.batch_latent > self.batch_sac:
+            raise ValueError(f"batch_latent ({self.batch_latent}) is taken from the SAC batch and "
+                             f"cannot exceed batch_sac ({self.batch_sac}); or set "
+                             "separate_latent_batch=true")
+        if self.decoder_var <= 0:
+            raise ValueError(f"decoder_var must be positive, got {self.decoder_var}")
+        if self.init_alpha <= 0:
+            raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+    @property
+    def z_dim(self) -> int:
+        return self.z1_dim + self.z2_dim
+
+
+def agent_config_for_task(task: str, **overrides) -> AgentConfig:
+    """The agent defaults with the task's decoder variance, then `overrides` on top."""
+    values = dict(decoder_var=get_task(task).decoder_var)
+    values.update(overrides)
+    return AgentConfig(**values)
+
+
+def agent_field_types() -> dict[str, type]:
+    """AgentConfig's field types, resolved (the module's annotations are strings)."""
+    return typing.get_type_hints(AgentConfig)
+
+
+# The command-line view of AgentConfig: every field optional, None = the default (for
+# decoder_var: the task's). Derived from AgentConfig so the two can never drift apart.
+AgentOverrides = dataclasses.make_dataclass(
+    "AgentOverrides",
+    [(name, typing.Optional[kind], dataclasses.field(default=None))
+     for name, kind in agent_field_types().items()],
+)
+
+
+@dataclasses.dataclass
+class WandbConfig:
+    """Weights & Biases: on and offline by default (sync later with `wandb sync`), online by
+    `wandb.mode=online`. Imported only when enabled; a run goes on without it if it is absent."""
+
+    enabled: bool = True
+    mode: str = "offline"
+    project: str = "slacjax"
+    entity: typing.Optional[str] = None
+    group: typing.Optional[str] = None
+
+    def __post_init__(self):
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"wandb.mode must be offline, online or disabled, got {self.mode!r}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The protocol and the run (spec §5). Progress is counted in env steps (agent steps × action
+    repeat); the replay and the random collection count transitions (agent steps), as the spec does.
+    """
+
+    task: str = "cheetah_run"
+    seed: int = 0
+    run_dir: str = "runs/${task}/seed${seed}"
+    overwrite: bool = False
+    env_steps: int = 1_000_000  # total, random collection included
+    collect_agent_steps: int = 10_000
+    replay_capacity: int = 100_000
+    pretrain_updates: int = 100_000
+    pretrain_updates_per_dispatch: int = 100
+    updates_per_step: int = 1
+    eval_every: int = 10_000  # env steps
+    eval_episodes: int = 10  # per policy: stochastic and greedy each
+    log_every: int = 1_000  # env steps; also the period of the NaN/inf check
+    pretrain_log_every: int = 1_000  # latent updates
+    checkpoint_every: int = 50_000  # env steps; taken at the next episode boundary
+    keep_checkpoints: int = 2
+    # Cap on an episode's length in env steps (None: the task's own, 1,000 for DMC).
+    episode_env_steps: typing.Optional[int] = None
+    action_repeat: typing.Optional[int] = None  # None: the task's
+    render_quality: str = "default"
+    progress: bool = True
+
+    def __post_init__(self):
+        get_task(self.task)
+        positive = ("env_steps", "collect_agent_steps", "replay_capacity",
+                    "pretrain_updates_per_dispatch", "updates_per_step", "eval_every",
+                    "eval_episodes", "log_every", "pretrain_log_every", "checkpoint_every",
+                    "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.pretrain_updates < 0:
+            raise ValueError(f"pretrain_updates must be >= 0, got {self.pretrain_updates}")
+        for name in ("episode_env_steps", "action_repeat"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.render_quality not in ("default", "fast"):
+            raise ValueError(f"render_quality must be default or fast, got {self.render_quality!r}")
+        if self.collect_agent_steps * self.repeat > self.env_steps:
+            raise ValueError(f"collect_agent_steps ({self.collect_agent_steps}) × action repeat "
+                             f"({self.repeat}) exceeds env_steps ({self.env_steps})")
+        if self.collect_agent_steps > self.replay_capacity:
+            raise ValueError(f"collect_agent_steps ({self.collect_agent_steps}) exceeds "
+                             f"replay_capacity ({self.replay_capacity})")
+
+    @property
+    def repeat(self) -> int:
+        """The action repeat in effect."""
+        return self.action_repeat or get_task(self.task).action_repeat
+
+
+@dataclasses.dataclass
+class ExperimentConfig(TrainConfig):
+    """One run, as the command line sees it: protocol keys at the top, `agent.*`, `wandb.*`."""
+
+    agent: AgentOverrides = dataclasses.field(default_factory=AgentOverrides)
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.agent_config()
+
+    def agent_config(self) -> AgentConfig:
+        """The AgentConfig of this run: the task's defaults with the given overrides."""
+        overrides = {name: value for name, value in dataclasses.asdict(self.agent).items()
+                     if value is not None}
+        return agent_config_for_task(self.task, **overrides)
+
+    def identity(self) -> dict:
+        """What a run dir belongs to: a resume must match it (protocol lengths may change)."""
+        return dict(task=self.task, seed=self.seed, action_repeat=self.repeat,
+                    replay_capacity=self.replay_capacity,
+                    agent=dataclasses.asdict(self.agent_config()))

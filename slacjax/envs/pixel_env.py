@@ -1,0 +1,102 @@
+"""The Gymnasium environment slacjax trains on: one simulator, seen through 64×64 pixels.
+
+`PixelEnv` owns what is common to every suite: the [-1, 1] action box and its rescaling,
+the action repeat (rewards summed, early stop at episode end, only the last frame rendered)
+and the env-step counters. A `Simulator` (dmc.py, gym_mujoco.py) owns physics and rendering.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import gymnasium
+import numpy as np
+
+
+class Simulator(Protocol):
+    """One underlying environment, stepped one env step at a time.
+
+    action_low, action_high: (A,) float arrays, the native action bounds (may be unbounded).
+    """
+
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+    def reset(self, seed: int | None) -> None: ...
+
+    def step(self, action: np.ndarray) -> tuple[float, bool, bool]:
+        """One env step with a native action; returns (reward, terminated, truncated)."""
+
+    def render(self) -> np.ndarray:
+        """The current frame, a fresh (S, S, 3) uint8 array."""
+
+    def close(self) -> None: ...
+
+
+# Bounds this wide mean "unlimited" (dm_control's lqr declares ±1e10): no rescaling there.
+UNBOUNDED = 1e6
+
+
+def rescale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Maps an action in [-1, 1]^A (clipped first) to [low, high]; unbounded dims pass as is."""
+    action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    bounded = (np.abs(low) < UNBOUNDED) & (np.abs(high) < UNBOUNDED)
+    scaled = low + (action + 1.0) * 0.5 * (high - low)
+    return np.where(bounded, scaled, action)
+
+
+class PixelEnv(gymnasium.Env):
+    """Pixel observations (S, S, 3) uint8, actions in [-1, 1]^A float32, action repeat inside.
+
+    `info["env_steps"]`: env steps taken by this call (fewer than `action_repeat` when the
+    episode ended inside the repeat); `info["episode_env_steps"]`: total in the episode.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+    render_mode = "rgb_array"
+
+    def __init__(self, simulator: Simulator, action_repeat: int, image_size: int, seed: int):
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+        self._simulator = simulator
+        self.action_repeat = action_repeat
+        self.observation_space = gymnasium.spaces.Box(
+            0, 255, (image_size, image_size, 3), dtype=np.uint8
+        )
+        num_actions = simulator.action_low.shape[0]
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (num_actions,), dtype=np.float32)
+        self.action_space.seed(seed)  # reproducible random-action prefill
+        self._episode_env_steps = 0
+        self._episode_over = True
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        super().reset(seed=seed)
+        self._simulator.reset(seed)
+        self._episode_env_steps = 0
+        self._episode_over = False
+        return self._simulator.render(), {"env_steps": 0, "episode_env_steps": 0}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, int]]:
+        if self._episode_over:
+            # dm_control would silently start a new episode here; make the caller reset.
+            raise RuntimeError("the episode is over (or never started): call reset() first")
+        native = rescale_action(action, self._simulator.action_low, self._simulator.action_high)
+        total_reward, env_steps = 0.0, 0
+        terminated = truncated = False
+        while env_steps < self.action_repeat and not (terminated or truncated):
+            reward, terminated, truncated = self._simulator.step(native)
+            total_reward += reward
+            env_steps += 1
+        self._episode_env_steps += env_steps
+        self._episode_over = terminated or truncated
+        info = {"env_steps": env_steps, "episode_env_steps": self._episode_env_steps}
+        return self._simulator.render(), total_reward, terminated, truncated, info
+
+    def render(self) -> np.ndarray:
+        """The current frame, as in the observations (Gymnasium's 'rgb_array' mode)."""
+        return self._simulator.render()
+
+    def close(self) -> None:
+        self._simulator.close()

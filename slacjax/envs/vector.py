@@ -1,0 +1,34 @@
+"""Several `make` envs stepping in parallel worker processes."""
+
+from __future__ import annotations
+
+import functools
+
+from slacjax import tasks
+from slacjax.envs.factory import check_overrides, make
+from slacjax.envs.gl import ensure_gl_backend
+
+
+def make_vector(task: str, num_envs: int, seed: int = 0, **overrides):
+    """A `gymnasium.vector.AsyncVectorEnv` of `num_envs` copies of `make(task, seed + i, ...)`.
+
+    Workers start with "spawn", never "fork": a forked child would inherit this process's
+    JAX threads and GL contexts, neither of which survives a fork. Each worker imports
+    slacjax through the pickled `functools.partial(make, ...)` (spawn passes `sys.path`) and
+    inherits `MUJOCO_GL`. Observations are batched (num_envs, S, S, 3) uint8. Gymnasium's
+    default autoreset applies: the step after an episode ends resets that env and returns
+    its first frame with reward 0 and both flags False.
+    Note: AsyncVectorEnv builds one env in this process to read the spaces; it never renders,
+    so no GL context is made here.
+    """
+    import gymnasium
+
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    tasks.get_task(task)  # an unknown task fails here, not inside a worker
+    check_overrides(overrides)
+    ensure_gl_backend()  # before the workers start, so they inherit MUJOCO_GL
+    env_fns = [
+        functools.partial(make, task, seed + index, **overrides) for index in range(num_envs)
+    ]
+    return gymnasium.vector.AsyncVectorEnv(env_fns, context="spawn")

@@ -1,0 +1,106 @@
+"""Pictures of a run: the learning curve and the SLAC paper's reconstruction / imagination figure.
+
+Files are written to a temporary name and renamed, so a viewer never sees half a picture.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import imageio.v3 as iio  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+STRIP_ROWS = ("ground truth", "posterior", "prior (imagined)")
+
+
+def learning_curve(rows: list[dict], path: pathlib.Path, title: str) -> None:
+    """Evaluation returns (stochastic and greedy) against env steps, from the logged rows."""
+    evals = [row for row in rows if row.get("phase") == "eval"]
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    for policy in ("stochastic", "greedy"):
+        steps = [row["env_step"] for row in evals]
+        means = np.array([row[f"return_{policy}"] for row in evals], dtype=float)
+        stds = np.array([row[f"return_{policy}_std"] for row in evals], dtype=float)
+        axis.plot(steps, means, marker="o", markersize=3, label=policy)
+        axis.fill_between(steps, means - stds, means + stds, alpha=0.2)
+    axis.set_xlabel("env steps")
+    axis.set_ylabel("episode return")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def strip_rows(truth: np.ndarray, posterior: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """One sequence as three rows of frames [3, T, H, W, 3] uint8: truth, posterior, prior."""
+    return np.stack([_to_uint8(truth), _to_uint8(posterior), _to_uint8(prior)])
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    return image.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def reconstruction_strip(rows: np.ndarray, png_path: pathlib.Path, gif_path: pathlib.Path,
+                         title: str) -> None:
+    """`rows` [3, T, H, W, 3] from `strip_rows` -> a labelled PNG grid and a GIF.
+
+    The GIF shows, per time step, the three images side by side (truth | posterior | prior).
+    """
+    num_rows, steps = rows.shape[:2]
+    figure, axes = plt.subplots(num_rows, steps, figsize=(1.1 * steps, 1.25 * num_rows), dpi=100,
+                                squeeze=False)
+    for row, label in enumerate(STRIP_ROWS):
+        for step in range(steps):
+            axis = axes[row, step]
+            axis.imshow(rows[row, step])
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(f"t={step}", fontsize=8)
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    temporary = png_path.with_name(png_path.stem + ".tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    os.replace(temporary, png_path)
+
+    side_by_side = np.concatenate(list(rows), axis=-2)  # [T, H, 3W, 3]
+    write_gif(_upscale(side_by_side, 2), gif_path)
+
+
+def write_gif(frames: np.ndarray, path: pathlib.Path, fps: int = 4) -> None:
+    temporary = path.with_name(path.stem + ".tmp.gif")
+    iio.imwrite(temporary, frames, extension=".gif", duration=1000 / fps, loop=0)
+    os.replace(temporary, path)
+
+
+def write_video(frames: np.ndarray, path: pathlib.Path, fps: int = 30) -> pathlib.Path:
+    """An MP4 if an ffmpeg backend is installed, else a GIF next to it -> the path written."""
+    frames = _upscale(_to_uint8(frames), 4)
+    temporary = path.with_name(path.stem + ".tmp.mp4")
+    try:
+        iio.imwrite(temporary, frames, extension=".mp4", fps=fps)
+        os.replace(temporary, path.with_suffix(".mp4"))
+        return path.with_suffix(".mp4")
+    except OSError:  # no ffmpeg/pyav plugin: a GIF needs only pillow
+        temporary.unlink(missing_ok=True)
+        gif_path = path.with_suffix(".gif")
+        write_gif(frames, gif_path, fps=fps)
+        return gif_path

@@ -1,0 +1,204 @@
+"""The training state and the fused update step (spec §5).
+
+`update` computes the latent, critic, actor and α losses from the parameters before the step,
+applies the four Adam optimisers and moves the critic targets: one function, compiled once.
+`train_steps` / `pretrain_steps` add sampling from the device replay and run K updates per
+dispatch under `lax.scan`; they are jitted with the state donated, so the hot path never
+leaves the device. `cfg` is a static argument everywhere: new data never recompiles.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from slacjax import latent, sac
+from slacjax import replay as replay_lib
+from slacjax.batch import Batch
+from slacjax.config import AgentConfig
+from slacjax.networks import Actor, TwinCritic
+
+
+@struct.dataclass
+class Params:
+    latent: dict
+    actor: dict
+    critic: dict
+
+
+@struct.dataclass
+class OptStates:
+    latent: optax.OptState
+    actor: optax.OptState
+    critic: optax.OptState
+    alpha: optax.OptState
+
+
+@struct.dataclass
+class TrainState:
+    params: Params
+    target_critic: dict
+    log_alpha: jax.Array  # []
+    opt_state: OptStates
+    step: jax.Array  # int32 [], updates applied (latent-only ones included)
+    key: jax.Array  # PRNG key for sampling batches and the updates' noise
+
+
+def optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
+    return {"latent": optax.adam(cfg.lr_latent), "actor": optax.adam(cfg.lr_actor),
+            "critic": optax.adam(cfg.lr_critic), "alpha": optax.adam(cfg.lr_alpha)}
+
+
+def actor_input_dim(cfg: AgentConfig, action_dim: int) -> int:
+    steps = cfg.sequence_length
+    return steps * cfg.feature_dim + (steps - 1) * action_dim
+
+
+def init_state(cfg: AgentConfig, action_dim: int, key: jax.Array) -> TrainState:
+    k_latent, k_actor, k_critic, k_state = jax.random.split(key, 4)
+    params = Params(
+        latent=latent.init_latent_params(cfg, action_dim, k_latent),
+        actor=Actor(action_dim, cfg.hidden_dim).init(
+            k_actor, jnp.zeros((1, actor_input_dim(cfg, action_dim)))),
+        critic=TwinCritic(cfg.hidden_dim).init(
+            k_critic, jnp.zeros((1, cfg.z_dim)), jnp.zeros((1, action_dim))),
+    )
+    log_alpha = jnp.asarray(jnp.log(cfg.init_alpha), jnp.float32)
+    opts = optimizers(cfg)
+    opt_state = OptStates(latent=opts["latent"].init(params.latent),
+                          actor=opts["actor"].init(params.actor),
+                          critic=opts["critic"].init(params.critic),
+                          alpha=opts["alpha"].init(log_alpha))
+    return TrainState(params=params, target_critic=params.critic, log_alpha=log_alpha,
+                      opt_state=opt_state, step=jnp.zeros((), jnp.int32), key=k_state)
+
+
+def sampled_batch_size(cfg: AgentConfig) -> int:
+    """Sequences one update samples: the SAC batch, plus a latent batch if kept separate."""
+    return cfg.batch_sac + (cfg.batch_latent if cfg.separate_latent_batch else 0)
+
+
+def split_batch(batch: Batch, cfg: AgentConfig) -> tuple[Batch, Batch]:
+    """-> (latent batch, SAC batch). By default the latent batch is the SAC batch's head."""
+    if cfg.separate_latent_batch:
+        return batch.take(0, cfg.batch_latent), batch.take(cfg.batch_latent, batch.batch_size)
+    return batch.take(0, cfg.batch_latent), batch
+
+
+def apply_gradients(opt: optax.GradientTransformation, params, grads, opt_state):
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig):
+    """What SAC reads from the model, all behind stop_gradient -> (z, z_next, now, next).
+
+    z, z_next [N, Z] are the last two posterior samples of one rollout; now/next are the
+    actor's input windows [N, T·F + (T−1)·A].
+    """
+    latent_params = jax.lax.stop_gradient(latent_params)
+    features = latent.encode(latent_params, batch.frames, cfg)
+    rollout = latent.posterior_rollout(latent_params, features, batch.actions, key, cfg)
+    z = jnp.concatenate([rollout.z1, rollout.z2], axis=-1)
+    now, nxt = sac.actor_inputs(features, batch.actions)
+    return jax.lax.stop_gradient((z[:, -2], z[:, -1], now, nxt))
+
+
+def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig):
+    """One fused SLAC update: latent model + critic + actor + α + targets -> (state, metrics).
+
+    batch: `sampled_batch_size(cfg)` sequences (see `split_batch`).
+    """
+    k_latent, k_rollout, k_critic, k_actor = jax.random.split(key, 4)
+    latent_batch, sac_batch = split_batch(batch, cfg)
+    params = state.params
+    action_dim = batch.actions.shape[-1]
+    alpha = jnp.exp(state.log_alpha)
+
+    latent_grads, latent_metrics = jax.grad(latent.elbo_loss, has_aux=True)(
+        params.latent, latent_batch, k_latent, cfg)
+
+    z, z_next, now, nxt = sac_inputs(params.latent, sac_batch, k_rollout, cfg)
+    critic_grads, critic_metrics = jax.grad(sac.critic_loss, has_aux=True)(
+        params.critic, state.target_critic, params.actor, alpha, z, z_next,
+        sac_batch.actions[:, -1], sac_batch.rewards[:, -1], sac_batch.terminals[:, -1], nxt,
+        k_critic, cfg.gamma)
+    actor_grads, (actor_metrics, log_pi) = jax.grad(sac.actor_loss, has_aux=True)(
+        params.actor, params.critic, alpha, z, now, k_actor, action_dim)
+    alpha_grad, alpha_metrics = jax.grad(sac.alpha_loss, has_aux=True)(
+        state.log_alpha, log_pi, -float(action_dim))
+
+    opts = optimizers(cfg)
+    new_latent, latent_opt = apply_gradients(opts["latent"], params.latent, latent_grads,
+                                             state.opt_state.latent)
+    new_critic, critic_opt = apply_gradients(opts["critic"], params.critic, critic_grads,
+                                             state.opt_state.critic)
+    new_actor, actor_opt = apply_gradients(opts["actor"], params.actor, actor_grads,
+                                           state.opt_state.actor)
+    if cfg.learn_alpha:
+        log_alpha, alpha_opt = apply_gradients(opts["alpha"], state.log_alpha, alpha_grad,
+                                               state.opt_state.alpha)
+    else:
+        log_alpha, alpha_opt = state.log_alpha, state.opt_state.alpha
+
+    new_state = state.replace(
+        params=Params(latent=new_latent, actor=new_actor, critic=new_critic),
+        target_critic=sac.polyak(state.target_critic, new_critic, cfg.tau),
+        log_alpha=log_alpha,
+        opt_state=OptStates(latent=latent_opt, actor=actor_opt, critic=critic_opt,
+                            alpha=alpha_opt),
+        step=state.step + 1,
+    )
+    metrics = {**latent_metrics, **critic_metrics, **actor_metrics, **alpha_metrics,
+               "alpha": alpha}
+    return new_state, metrics
+
+
+def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig):
+    """Latent-model-only update (pretraining) on `batch_latent` sequences -> (state, metrics)."""
+    grads, metrics = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch, key, cfg)
+    new_latent, latent_opt = apply_gradients(optimizers(cfg)["latent"], state.params.latent,
+                                             grads, state.opt_state.latent)
+    return state.replace(params=state.params.replace(latent=new_latent),
+                         opt_state=state.opt_state.replace(latent=latent_opt),
+                         step=state.step + 1), metrics
+
+
+def _sample_and_update(state: TrainState, replay, cfg: AgentConfig, latent_only: bool):
+    key, k_sample, k_update = jax.random.split(state.key, 3)
+    state = state.replace(key=key)
+    if latent_only:
+        batch = replay_lib.sample(replay, k_sample, cfg.batch_latent, cfg.sequence_length)
+        return latent_update(state, batch, k_update, cfg)
+    batch = replay_lib.sample(replay, k_sample, sampled_batch_size(cfg), cfg.sequence_length)
+    return update(state, batch, k_update, cfg)
+
+
+def _scanned(state: TrainState, replay, cfg: AgentConfig, num_steps: int, latent_only: bool):
+    def body(state, _):
+        return _sample_and_update(state, replay, cfg, latent_only)
+
+    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
+_hot_path = functools.partial(jax.jit, static_argnames=("cfg", "num_steps"), donate_argnums=0)
+
+
+@_hot_path
+def train_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int = 1):
+    """`num_steps` fused updates, each on a batch sampled from the device replay.
+
+    -> (state, metrics averaged over the steps). Jitted; `state` is donated.
+    """
+    return _scanned(state, replay, cfg, num_steps, latent_only=False)
+
+
+@_hot_path
+def pretrain_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int = 1):
+    """`num_steps` latent-only updates on batches from the device replay. Jitted, donated."""
+    return _scanned(state, replay, cfg, num_steps, latent_only=True)

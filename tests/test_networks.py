@@ -1,0 +1,108 @@
+"""Module shapes, initialisation and the phase-split transposed convolution."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slacjax import latent
+from slacjax.networks import (Actor, Decoder, Encoder, TwinCritic, _phase_taps,
+                              conv_transpose_by_phases)
+from tests.helpers import ACTION_DIM, TINY
+
+
+def scatter_conv_transpose(x, w, stride, padding):
+    """Reference transposed convolution, written as its definition: out[s·i − p + j] += x[i]·w[j]."""
+    n, h, wd, _ = x.shape
+    k = w.shape[0]
+    out = np.zeros((n, h * stride, wd * stride, w.shape[3]))
+    for i in range(h):
+        for j in range(wd):
+            for a in range(k):
+                for b in range(k):
+                    oh, ow = stride * i - padding + a, stride * j - padding + b
+                    if 0 <= oh < h * stride and 0 <= ow < wd * stride:
+                        out[:, oh, ow] += x[:, i, j] @ w[a, b]
+    return out
+
+
+@pytest.mark.parametrize("kernel,padding", [(3, 1), (5, 2)])
+def test_phase_split_equals_transposed_convolution(kernel, padding):
+    rng = np.random.default_rng(kernel)
+    x, w = rng.normal(size=(2, 4, 5, 3)), rng.normal(size=(kernel, kernel, 3, 2))
+    got = conv_transpose_by_phases(jnp.asarray(x), jnp.asarray(w), 2, padding)
+    np.testing.assert_allclose(got, scatter_conv_transpose(x, w, 2, padding), atol=1e-4)
+
+
+def test_phase_split_matches_lax_transposed_convolution_gradient():
+    # The same function as lax.conv_transpose on the flipped kernel (PyTorch's convention), so
+    # its gradients must agree too.
+    rng = np.random.default_rng(0)
+    x, w = jnp.asarray(rng.normal(size=(1, 4, 4, 2))), jnp.asarray(rng.normal(size=(3, 3, 2, 5)))
+
+    def lax_version(x, w):
+        # transpose_kernel=True reads the kernel as the forward convolution's: [k, k, Cout, Cin].
+        return jax.lax.conv_transpose(x, w.swapaxes(2, 3), (2, 2), [(1, 2), (1, 2)],
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      transpose_kernel=True)
+
+    np.testing.assert_allclose(conv_transpose_by_phases(x, w, 2, 1), lax_version(x, w), atol=1e-4)
+    g_ours = jax.grad(lambda w: jnp.sum(conv_transpose_by_phases(x, w, 2, 1) ** 2))(w)
+    g_lax = jax.grad(lambda w: jnp.sum(lax_version(x, w) ** 2))(w)
+    np.testing.assert_allclose(g_ours, g_lax, rtol=1e-4, atol=1e-4)
+
+
+def test_phase_taps_cover_every_kernel_tap_once():
+    for kernel, padding in [(3, 1), (5, 2)]:
+        taps, _, _ = _phase_taps(kernel, 2, padding)
+        used = taps[taps < kernel]
+        assert sorted(used.tolist()) == list(range(kernel))
+
+
+def test_shapes_at_module_boundaries():
+    key = jax.random.PRNGKey(0)
+    frames = jnp.zeros((3, 64, 64, 3))
+    enc_params = Encoder().init(key, frames)
+    chex.assert_shape(Encoder().apply(enc_params, frames), (3, 256))
+    z = jnp.zeros((3, 288))
+    dec_params = Decoder().init(key, z)
+    chex.assert_shape(Decoder().apply(dec_params, z), (3, 64, 64, 3))
+    actor_in = jnp.zeros((3, 8 * 256 + 7 * ACTION_DIM))
+    mean, log_std = Actor(ACTION_DIM).apply(Actor(ACTION_DIM).init(key, actor_in), actor_in)
+    chex.assert_shape([mean, log_std], (3, ACTION_DIM))
+    action = jnp.zeros((3, ACTION_DIM))
+    q1, q2 = TwinCritic().apply(TwinCritic().init(key, z, action), z, action)
+    chex.assert_shape([q1, q2], (3,))
+
+
+def test_log_std_is_clipped():
+    actor_in = jnp.full((1, 8 * 256 + 7 * ACTION_DIM), 1e4)
+    params = Actor(ACTION_DIM).init(jax.random.PRNGKey(1), actor_in)
+    _, log_std = Actor(ACTION_DIM).apply(params, actor_in)
+    assert jnp.all(log_std >= -20) and jnp.all(log_std <= 2)
+
+
+def test_latent_networks_have_spec_sizes_glorot_weights_and_zero_biases():
+    params = latent.init_latent_params(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    assert sorted(params) == ["decoder", "encoder", "reward", "z1_posterior", "z1_posterior_init",
+                              "z1_prior", "z2_prior", "z2_prior_init"]
+    enc = params["encoder"]["params"]
+    assert [enc[f"Conv_{i}"]["kernel"].shape for i in range(5)] == [
+        (5, 5, 3, 32), (3, 3, 32, 64), (3, 3, 64, 128), (3, 3, 128, 256), (4, 4, 256, 256)]
+    dec = params["decoder"]["params"]
+    assert [dec[f"ConvTranspose_{i}"]["kernel"].shape for i in range(5)] == [
+        (4, 4, 288, 256), (3, 3, 256, 128), (3, 3, 128, 64), (3, 3, 64, 32), (5, 5, 32, 3)]
+    head = params["z1_posterior"]["params"]["MLP_0"]
+    assert [head[f"Dense_{i}"]["kernel"].shape for i in range(3)] == [
+        (256 + 256 + ACTION_DIM, 256), (256, 256), (256, 64)]
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = jax.tree_util.keystr(path)
+        if name.endswith("['bias']"):
+            assert jnp.all(leaf == 0), name
+        else:  # Glorot uniform: |w| ≤ sqrt(6 / (fan_in + fan_out)), std = limit / sqrt(3)
+            receptive = int(np.prod(leaf.shape[:-2]))
+            limit = np.sqrt(6.0 / (receptive * (leaf.shape[-2] + leaf.shape[-1])))
+            assert float(jnp.max(jnp.abs(leaf))) <= limit * (1 + 1e-6), name
+            if leaf.size > 10_000:
+                assert abs(float(jnp.std(leaf)) - limit / np.sqrt(3)) < 0.05 * limit, name

@@ -1,0 +1,150 @@
+"""The fused update step: jit = no jit, scanned K steps, no recompilation, variants."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slacjax import replay as replay_lib
+from slacjax import update
+from slacjax.config import AgentConfig
+from tests.helpers import ACTION_DIM, TINY, smooth_batch, to_device
+
+init_state = jax.jit(update.init_state, static_argnums=(0, 1))
+
+
+def filled_replay(seed: int, episodes: int = 2, length: int = 14):
+    """A small device replay holding `episodes` episodes of smooth frames."""
+    add = jax.jit(replay_lib.add, donate_argnums=0)
+    replay = replay_lib.init(48, ACTION_DIM)
+    for episode in range(episodes):
+        data = smooth_batch(seed + episode, batch_size=1, steps=length)
+        replay = add(replay, data.frames[0, 0], np.zeros(ACTION_DIM, np.float32), 0.0, 0.0, True)
+        for t in range(length):
+            replay = add(replay, data.frames[0, t + 1], data.actions[0, t], data.rewards[0, t],
+                         0.0, False)
+    return replay
+
+
+def assert_trees_close(a, b, **tolerances):
+    chex.assert_trees_all_close(a, b, **tolerances)
+
+
+@pytest.fixture(scope="module")
+def replay():
+    return filled_replay(0)
+
+
+class TestUpdate(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_and_no_jit_agree(self):
+        state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+        batch = to_device(smooth_batch(0))
+        step = self.variant(functools.partial(update.update, cfg=TINY))
+        new_state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        reference, ref_metrics = jax.jit(update.update, static_argnames="cfg")(
+            state, batch, jax.random.PRNGKey(1), TINY)
+        assert_trees_close(metrics, ref_metrics, rtol=2e-4, atol=2e-4)
+        assert_trees_close(new_state.params, reference.params, rtol=2e-4, atol=2e-5)
+        assert int(new_state.step) == 1
+        for name, value in metrics.items():
+            assert np.isfinite(value), name
+        # every optimiser moved its parameters; targets moved by τ towards the new critic
+        for group in ("latent", "actor", "critic"):
+            moved = jax.tree.map(lambda a, b: jnp.any(a != b), getattr(state.params, group),
+                                 getattr(new_state.params, group))
+            assert any(jax.tree.leaves(moved)), group
+        expected_target = jax.tree.map(lambda t, o: 0.995 * t + 0.005 * o, state.target_critic,
+                                       new_state.params.critic)
+        assert_trees_close(new_state.target_critic, expected_target, rtol=1e-5, atol=1e-7)
+        assert float(new_state.log_alpha) != 0.0
+
+
+def test_one_scanned_step_equals_the_plain_step(replay):
+    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    # What train_steps(K=1) does, spelled out: split the state's key, sample, update.
+    key, k_sample, k_update = jax.random.split(state.key, 3)
+    batch = replay_lib.sample(replay, k_sample, TINY.batch_sac, TINY.sequence_length)
+    expected, expected_metrics = jax.jit(update.update, static_argnames="cfg")(
+        state.replace(key=key), batch, k_update, TINY)
+    got, metrics = update.train_steps(state, replay, TINY, 1)
+    assert_trees_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert_trees_close(metrics, expected_metrics, rtol=1e-5, atol=1e-5)
+
+
+def test_k_scanned_steps_equal_k_single_steps_and_nothing_recompiles(replay):
+    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    single = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    twice, metrics = update.train_steps(state, replay, TINY, 2)
+    single, m1 = update.train_steps(single, replay, TINY, 1)
+    single, m2 = update.train_steps(single, replay, TINY, 1)
+    assert_trees_close(twice, single, rtol=1e-4, atol=1e-5)
+    assert_trees_close(metrics, jax.tree.map(lambda a, b: (a + b) / 2, m1, m2), rtol=1e-4,
+                       atol=1e-4)
+
+    # Warm: new data and new states of the same shapes compile nothing.
+    compiled = update.train_steps._cache_size()
+    other = filled_replay(7, episodes=3, length=10)
+    with jax.log_compiles(True):
+        for _ in range(2):
+            twice, _ = update.train_steps(twice, other, TINY, 2)
+            single, _ = update.train_steps(single, other, TINY, 1)
+    jax.block_until_ready(twice)
+    assert update.train_steps._cache_size() == compiled
+
+
+def test_train_steps_donate_the_state(replay):
+    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    leaf = jax.tree.leaves(state.params.critic)[0]
+    update.train_steps(state, replay, TINY, 1)
+    assert leaf.is_deleted()
+
+
+def test_pretrain_steps_change_only_the_latent_model(replay):
+    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    before = jax.tree.map(np.asarray, state)
+    after, metrics = update.pretrain_steps(state, replay, TINY, 2)
+    assert set(metrics) == {"latent_loss", "kl", "image_nll", "reward_nll"}
+    assert int(after.step) == 2
+    for group in ("actor", "critic"):
+        assert_trees_close(getattr(after.params, group), getattr(before.params, group), rtol=0,
+                           atol=0)
+    assert_trees_close(after.target_critic, before.target_critic, rtol=0, atol=0)
+    changed = jax.tree.map(lambda a, b: np.any(np.asarray(a) != b), after.params.latent,
+                           before.params.latent)
+    assert all(jax.tree.leaves(changed))
+
+
+def test_fixed_alpha_stays_put():
+    cfg = AgentConfig(batch_sac=2, batch_latent=2, learn_alpha=False, init_alpha=0.2)
+    state = update.init_state(cfg, ACTION_DIM, jax.random.PRNGKey(0))
+    new_state, metrics = update.update(state, to_device(smooth_batch(0)), jax.random.PRNGKey(1),
+                                       cfg)
+    np.testing.assert_allclose(float(new_state.log_alpha), np.log(0.2), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["alpha"]), 0.2, rtol=1e-6)
+
+
+def test_separate_latent_batch_split():
+    batch = to_device(smooth_batch(0, batch_size=5))
+    shared = AgentConfig(batch_sac=5, batch_latent=2)
+    latent_part, sac_part = update.split_batch(batch, shared)
+    assert latent_part.batch_size == 2 and sac_part.batch_size == 5
+    np.testing.assert_array_equal(latent_part.frames, sac_part.frames[:2])
+    separate = AgentConfig(batch_sac=3, batch_latent=2, separate_latent_batch=True)
+    assert update.sampled_batch_size(separate) == 5
+    latent_part, sac_part = update.split_batch(batch, separate)
+    np.testing.assert_array_equal(latent_part.frames, batch.frames[:2])
+    np.testing.assert_array_equal(sac_part.frames, batch.frames[2:])
+
+
+def test_bad_configs_fail_loudly():
+    with pytest.raises(ValueError, match="batch_latent"):
+        AgentConfig(batch_sac=2, batch_latent=4)
+    with pytest.raises(ValueError, match="dtype"):
+        AgentConfig(dtype="float16")
+    with pytest.raises(ValueError, match="batch_sac"):
+        AgentConfig(batch_sac=0)

@@ -77,15 +77,15 @@ def evaluate(eval_cfg: EvalConfig) -> None:
     trainer.ensure_gl()
     checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
     try:
-        number = pick_checkpoint(checkpoints, eval_cfg.checkpoint)
-        env = trainer.make_env(cfg)
         agent_cfg = cfg.agent_config()
-        action_dim = int(env.action_space.shape[0])
         try:
+            number = pick_checkpoint(checkpoints, eval_cfg.checkpoint)
+            action_dim = int(checkpoints.meta(number)["action_dim"])
             state, _, meta = checkpoints.restore(number,
                                                  trainer.abstract_state(agent_cfg, action_dim))
-        except checkpoint.CheckpointError as error:
+        except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as error:
             raise trainer.LaunchError(str(error)) from error
+        env = trainer.make_env(cfg)
         env_step = meta["counters"]["env_steps"]
         print(f"{cfg.task}: checkpoint {checkpoints.path(number)} at env step {env_step}",
               flush=True)

@@ -37,9 +37,10 @@ class Checkpoints:
 
     def __init__(self, run_dir: pathlib.Path, keep: int = 2, read_only: bool = False):
         self.directory = pathlib.Path(run_dir).resolve() / CHECKPOINT_DIR
+        # read_only: for readers (evaluation, tests) that never save; it only skips creating
+        # the directory (orbax's own read-only mode logs warnings on every use).
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
-            save_interval_steps=0 if read_only else 1,
+            max_to_keep=keep, create=not read_only,
             # Saves block: the state is donated to the next update right after a save.
             enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options)

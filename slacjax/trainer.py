@@ -142,7 +142,9 @@ def clear_run_dir(run_dir: pathlib.Path) -> None:
 # ---------------------------------------------------------------- jitted host-loop helpers
 
 
-_init_state = jax.jit(update.init_state, static_argnums=(0, 1))  # one compile, cached on disk
+# Jitted, init compiles once (and is cached on disk), and its outputs are distinct buffers:
+# the targets start equal to the critic, and donating the state needs no buffer twice.
+_init_state = jax.jit(update.init_state, static_argnums=(0, 1))
 _replay_add = jax.jit(replay_lib.add, donate_argnums=0)
 push_history = jax.jit(policy.history_push)
 reset_history = jax.jit(policy.history_reset, static_argnums=(1, 2))
@@ -220,6 +222,7 @@ def abstract_state(agent_cfg, action_dim: int):
 
 
 def abstract_replay(cfg: ExperimentConfig, action_dim: int):
+    """The Replay's shapes and dtypes, without allocating it (for restoring)."""
     return jax.eval_shape(functools.partial(replay_lib.init, cfg.replay_capacity, action_dim,
                                             cfg.agent_config().image_size))
 
@@ -266,9 +269,9 @@ class Trainer:
         self.cfg = cfg
         self.agent_cfg = cfg.agent_config()
         self.run_dir = run_dir
-        self.env = make_env(self.cfg)
+        self.env = None
         self.eval_env = None
-        self.action_dim = int(self.env.action_space.shape[0])
+        self.action_dim = None
         root = jax.random.PRNGKey(cfg.seed)
         self.init_key, self.act_key, self.eval_key, self.picture_key = jax.random.split(root, 4)
         self.counters = Counters()
@@ -291,13 +294,14 @@ class Trainer:
     def start(self, resume: bool) -> None:
         """Opens the run dir's checkpoints and log: restores the latest checkpoint or starts."""
         self.checkpoints = checkpoint.Checkpoints(self.run_dir, keep=self.cfg.keep_checkpoints)
+        # Restored before the env is built: a bad checkpoint is found before anything is slow.
         meta = self._restore() if resume else None
+        self.env = make_env(self.cfg)
+        self.action_dim = int(self.env.action_space.shape[0])
         save_config(self.cfg, self.run_dir)
         self.log = logger.MetricsLog(self.run_dir)
         if meta is None:
-            state = _init_state(self.agent_cfg, self.action_dim, self.init_key)
-            # The targets start as the critic's own arrays; donation needs distinct buffers.
-            self.state = jax.tree.map(jnp.copy, state)
+            self.state = _init_state(self.agent_cfg, self.action_dim, self.init_key)
             self.replay = replay_lib.init(self.cfg.replay_capacity, self.action_dim,
                                           self.agent_cfg.image_size)
             self.counters.wandb_id = logger.new_wandb_id()
@@ -313,32 +317,34 @@ class Trainer:
                 entity=self.cfg.wandb.entity, group=self.cfg.wandb.group)
 
     def _restore(self) -> dict:
+        """Loads the latest checkpoint into the trainer -> its meta; LaunchError if unusable."""
         number = self.checkpoints.latest()
         if number is None:
             raise LaunchError(f"run_dir {self.run_dir} has no complete checkpoint to resume "
                               "from; pass overwrite=true to start over there")
-        try:
-            self.state, self.replay, meta = self.checkpoints.restore(
-                number, abstract_state(self.agent_cfg, self.action_dim), abstract_replay(self.cfg, self.action_dim))
-        except checkpoint.CheckpointError as error:
-            raise LaunchError(f"{error}; the run dir was left as it is") from error
         path = self.checkpoints.path(number)
         try:
-            self.counters = Counters(**meta["counters"])
-            sums, self.metric_weight = meta["metric_sum"], int(meta["metric_weight"])
-            saved_identity = meta["identity"]
+            meta = self.checkpoints.meta(number)
+            counters = Counters(**meta["counters"])
+            sums, weight = meta["metric_sum"], int(meta["metric_weight"])
+            action_dim, saved_identity = int(meta["action_dim"]), meta["identity"]
+            self.state, self.replay, _ = self.checkpoints.restore(
+                number, abstract_state(self.agent_cfg, action_dim),
+                abstract_replay(self.cfg, action_dim))
+        except checkpoint.CheckpointError as error:
+            raise LaunchError(f"{error}; the run dir was left as it is") from error
         except (KeyError, TypeError, ValueError) as error:
             raise LaunchError(f"checkpoint {path} has unreadable counters ({error!r}); the run "
                               "dir was left as it is") from error
         if saved_identity != self.cfg.identity():
             raise LaunchError(f"checkpoint {path} belongs to another run than {CONFIG_FILE} "
                               "says; choose another run_dir, or pass overwrite=true")
+        self.counters, self.metric_weight = counters, weight
         if sums is not None:
             self.metric_sum = {key: jnp.asarray(value, jnp.float32) for key, value in sums.items()}
-        if self.counters.phase == "done" and self.counters.env_steps < self.cfg.env_steps:
-            self.counters.phase = "train"  # env_steps was raised: train on
-        print(f"resumed from {path} at env step "
-              f"{self.counters.env_steps}", flush=True)
+        if counters.phase == "done" and counters.env_steps < self.cfg.env_steps:
+            counters.phase = "train"  # env_steps was raised: train on
+        print(f"resumed from {path} at env step {counters.env_steps}", flush=True)
         return meta
 
     def close(self) -> None:
@@ -410,13 +416,11 @@ class Trainer:
         while c.env_steps < self.cfg.env_steps and self.stop_signal is None:
             self.begin_episode_if_needed()
             action = np.asarray(policy_action(self.state.params, self.history, self.act_key,
-                                     np.int32(c.agent_steps), False, self.agent_cfg))
+                                              np.int32(c.agent_steps), False, self.agent_cfg))
             self.state, metrics = update.train_steps(self.state, self.replay, self.agent_cfg,
                                                      self.cfg.updates_per_step)
             self.accumulate(metrics, 1)
             self.step_env(action, training=True)
-            if due(c.env_steps, c.last_eval, self.cfg.eval_every):
-                self.evaluate()
         if c.env_steps >= self.cfg.env_steps:
             self.flush_row()
             if c.last_eval != c.env_steps:
@@ -441,7 +445,11 @@ class Trainer:
                                           self.agent_cfg.sequence_length)
 
     def step_env(self, action: np.ndarray, training: bool) -> None:
-        """One agent step on the training env: replay, history, counters, logs, boundary."""
+        """One agent step on the training env: replay, history, counters, then what is due.
+
+        The order (row, evaluation, then the episode-boundary checkpoint) keeps a checkpoint
+        after everything its env step owes, so a resumed run does not redo or skip any of it.
+        """
         c = self.counters
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.replay = _replay_add(self.replay, obs, action, np.float32(reward),
@@ -455,6 +463,8 @@ class Trainer:
         self.progress.advance(int(info["env_steps"]))
         if due(c.env_steps, c.last_log, self.cfg.log_every):
             self.flush_row()
+        if training and due(c.env_steps, c.last_eval, self.cfg.eval_every):
+            self.evaluate()
         if terminated or truncated:
             c.last_episode_return = self.episode_return
             self.obs = None
@@ -568,7 +578,7 @@ class Trainer:
             sums = {key: float(value) for key, value in jax.device_get(self.metric_sum).items()}
         c.last_checkpoint = c.env_steps
         c.wall_seconds = self.stopwatch.seconds()
-        meta = dict(counters=dataclasses.asdict(c), metric_sum=sums,
+        meta = dict(counters=dataclasses.asdict(c), action_dim=self.action_dim, metric_sum=sums,
                     metric_weight=self.metric_weight, log_rows=self.log.rows_written,
                     identity=self.cfg.identity())
         return self.checkpoints.save(self.state, self.replay, meta)
@@ -595,9 +605,12 @@ def run(cfg: ExperimentConfig) -> int:
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         trainer.start(resume)
+        platform = jax.devices()[0].platform
         if not resume:
             print(f"run dir {run_dir}: {cfg.task}, seed {cfg.seed}, {cfg.env_steps} env steps on "
-                  f"{jax.devices()[0].platform}", flush=True)
+                  f"{platform}", flush=True)
+        if platform == "cpu" and cfg.env_steps > 10_000:
+            print("training on CPU is slow (about a second per update): see the ETA", flush=True)
         return trainer.run()
     finally:
         trainer.close()

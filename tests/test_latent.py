@@ -10,6 +10,7 @@ import optax
 from scipy import stats
 
 from slacjax import latent
+from slacjax.config import AgentConfig
 from tests.helpers import ACTION_DIM, TINY, smooth_batch, to_device
 
 init_params = jax.jit(latent.init_latent_params, static_argnums=(0, 1))
@@ -87,30 +88,26 @@ class TestElbo(chex.TestCase):
 
 
 def test_latent_loss_halves_on_a_fixed_batch():
-    params = init_params(TINY, ACTION_DIM, jax.random.PRNGKey(0))
-    batch = to_device(smooth_batch(2))
-    opt = optax.adam(TINY.lr_latent)
+    # One sequence of 9 frames keeps this CPU-sized; the spec's Adam learning rate (1e-4).
+    cfg = AgentConfig(batch_sac=1, batch_latent=1)
+    params = init_params(cfg, ACTION_DIM, jax.random.PRNGKey(0))
+    batch = to_device(smooth_batch(2, batch_size=1))
+    opt = optax.adam(cfg.lr_latent)
 
     @jax.jit
     def train(params, opt_state, key):
         def step(carry, step_key):
             params, opt_state = carry
             (loss, _), grads = jax.value_and_grad(latent.elbo_loss, has_aux=True)(
-                params, batch, step_key, TINY)
+                params, batch, step_key, cfg)
             updates, opt_state = opt.update(grads, opt_state)
             return (optax.apply_updates(params, updates), opt_state), loss
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state),
-                                                   jax.random.split(key, 100))
-        return params, opt_state, losses
+        return jax.lax.scan(step, (params, opt_state), jax.random.split(key, 60))
 
-    opt_state = opt.init(params)
-    history = []
-    for i in range(3):
-        params, opt_state, losses = train(params, opt_state, jax.random.PRNGKey(i))
-        history.append(np.asarray(losses))
-    losses = np.concatenate(history)
+    _, losses = train(params, opt.init(params), jax.random.PRNGKey(0))
+    losses = np.asarray(losses)
     assert np.all(np.isfinite(losses))
-    assert losses[-20:].mean() < 0.5 * losses[:5].mean(), (losses[:5], losses[-20:])
+    assert losses[-5:].mean() < 0.5 * losses[:3].mean(), (losses[:3], losses[-5:])
 
 
 def test_reconstruction_and_imagination_shapes():

@@ -72,27 +72,36 @@ def final_checkpoint(run_dir: Path):
         checkpoints.close()
 
 
+def make_run_dir(run_dir: Path) -> Path:
+    """A smoke run dir holding its config and one checkpoint (of the untrained agent)."""
+    cfg = experiment_config([*SMOKE, f"run_dir={run_dir}"])
+    trainer.prepare_run_dir(cfg)
+    run_dir.mkdir(parents=True)
+    trainer.ensure_gl()
+    run_ = trainer.Trainer(cfg, run_dir)
+    try:
+        run_.start(resume=False)
+        run_.save_checkpoint()
+    finally:
+        run_.close()
+    return run_dir
+
+
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One uninterrupted smoke run: (run dir, its completed process)."""
-    run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = run("experiments.run", *SMOKE, f"run_dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
+def saved_run(tmp_path_factory):
+    return make_run_dir(tmp_path_factory.mktemp("saved") / "run")
 
 
 @pytest.fixture
-def run_copy(finished_run, tmp_path):
-    """A copy of the finished run dir that a test may try to misuse."""
+def run_copy(saved_run, tmp_path):
+    """A copy of a run dir that a test may try to misuse."""
     copy = tmp_path / "copy"
-    shutil.copytree(finished_run[0], copy)
+    shutil.copytree(saved_run, copy)
     return copy
 
 
-def test_smoke_run_goes_through_every_phase(finished_run):
-    run_dir, result = finished_run
-    assert "done: 160 env steps" in result.stdout
-    assert "Traceback" not in result.stderr
+def check_finished_smoke_run(run_dir: Path, stdout: str) -> None:
+    assert "done: 160 env steps" in stdout
     rows = logger.read_rows(run_dir)
     assert [row["phase"] for row in rows] == (["collect"] * 6 + ["pretrain"] * 2 + ["train"] * 2
                                               + ["eval"])
@@ -111,8 +120,16 @@ def test_smoke_run_goes_through_every_phase(finished_run):
     assert int(replay.size) == 30 + 10 + 4  # transitions + episode-start frames
 
 
-def test_killed_run_resumes_exactly(finished_run, tmp_path):
-    run_dir = tmp_path / "run"
+def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
+    """One uninterrupted smoke run (every phase), then the same run SIGKILLed after its first
+    checkpoint (the end of pretraining) and rerun: it resumes and logs the same numbers."""
+    uninterrupted = tmp_path / "uninterrupted"
+    result = run("experiments.run", *SMOKE, f"run_dir={uninterrupted}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "resumed from" not in result.stdout
+    check_finished_smoke_run(uninterrupted, result.stdout)
+
+    run_dir = tmp_path / "killed"
     arguments = command("experiments.run", *SMOKE, f"run_dir={run_dir}")
     process = subprocess.Popen(arguments, cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -132,14 +149,15 @@ def test_killed_run_resumes_exactly(finished_run, tmp_path):
     match = re.fullmatch(r"resumed from (\S+) at env step (\d+)", lines[0])
     assert match and Path(match[1]).parent == run_dir / "checkpoints"
     assert int(match[2]) == 120  # after collection and pretraining
+    check_finished_smoke_run(run_dir, resumed.stdout)
 
-    # Rows after the checkpoint are redone, not repeated, and equal the uninterrupted run's.
-    assert rows_without_timing(run_dir) == rows_without_timing(finished_run[0])
-    state, replay, meta = final_checkpoint(run_dir)
-    state_a, replay_a, meta_a = final_checkpoint(finished_run[0])
-    assert meta["counters"]["env_steps"] == meta_a["counters"]["env_steps"] == 160
-    assert int(replay.size) == int(replay_a.size)
-    assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), state, state_a))
+    # Rows after the checkpoint are redone, not repeated, and equal the uninterrupted run's;
+    # so are the final state (params, optimisers, RNG) and replay.
+    assert rows_without_timing(run_dir) == rows_without_timing(uninterrupted)
+    state, replay, _ = final_checkpoint(run_dir)
+    state_a, replay_a, _ = final_checkpoint(uninterrupted)
+    for tree, tree_a in ((state, state_a), (replay, replay_a)):
+        assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), tree, tree_a))
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
@@ -238,6 +256,19 @@ def test_overwrite_clears_only_a_run_dir(run_copy):
     assert list(run_copy.iterdir()) == []
 
 
+def test_evaluate_reports_both_returns_and_writes_a_video(run_copy):
+    result = run("experiments.evaluate", f"run_dir={run_copy}", "episodes=1", "video=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at env step 0" in result.stdout
+    assert "stochastic return:" in result.stdout and "greedy return:" in result.stdout
+    videos = sorted(path.name for path in (run_copy / "media").glob("policy_*"))
+    assert len(videos) == 2 and all("000000000" in name for name in videos)
+    assert_refused(run("experiments.evaluate", f"run_dir={run_copy}", "checkpoint=7"),
+                   "no checkpoint at env step 7")
+    assert_refused(run("experiments.evaluate", "episodes=0", f"run_dir={run_copy}"),
+                   "episodes must be positive")
+
+
 # ------------------------------------------------------------------------ in-process parts
 
 
@@ -290,3 +321,14 @@ def test_metrics_log_truncates_for_a_resume(tmp_path):
     log.truncate(3)
     assert [row["env_step"] for row in logger.read_rows(tmp_path)] == [0, 1, 2]
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["loss"] == 1.0
+
+
+def test_wandb_is_imported_only_when_enabled(tmp_path):
+    check = "import sys, slacjax.trainer, experiments.run; assert 'wandb' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", check], cwd=REPO, timeout=120).returncode == 0
+    wandb_run = logger.start_wandb(tmp_path, logger.new_wandb_id(), "test", {"task": "x"},
+                                   mode="offline", project="slacjax", entity=None, group=None)
+    log = logger.MetricsLog(tmp_path, wandb_run)
+    log.write({"phase": "train", "env_step": 8, "critic_loss": 1.5, "episode_return": None})
+    log.close()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

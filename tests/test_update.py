@@ -33,6 +33,20 @@ def assert_trees_close(a, b, **tolerances):
     chex.assert_trees_all_close(a, b, **tolerances)
 
 
+def assert_states_close(a: update.TrainState, b: update.TrainState):
+    """Two states from the same maths compiled differently.
+
+    Adam's first steps are lr·m/(√v + ε): where |g| ≈ ε, rounding noise in g moves a weight by
+    a fraction of lr (1e-4 for the latent model), so latent weights are compared at that scale.
+    """
+    assert_trees_close(a.params.latent, b.params.latent, rtol=0, atol=1e-4)
+
+    def rest(s):
+        return s.params.actor, s.params.critic, s.target_critic, s.log_alpha, s.step, s.key
+
+    assert_trees_close(rest(a), rest(b), rtol=2e-4, atol=2e-5)
+
+
 @pytest.fixture(scope="module")
 def replay():
     return filled_replay(0)
@@ -49,7 +63,7 @@ class TestUpdate(chex.TestCase):
         reference, ref_metrics = jax.jit(update.update, static_argnames="cfg")(
             state, batch, jax.random.PRNGKey(1), TINY)
         assert_trees_close(metrics, ref_metrics, rtol=2e-4, atol=2e-4)
-        assert_trees_close(new_state.params, reference.params, rtol=2e-4, atol=2e-5)
+        assert_states_close(new_state, reference)
         assert int(new_state.step) == 1
         for name, value in metrics.items():
             assert np.isfinite(value), name
@@ -72,7 +86,7 @@ def test_one_scanned_step_equals_the_plain_step(replay):
     expected, expected_metrics = jax.jit(update.update, static_argnames="cfg")(
         state.replace(key=key), batch, k_update, TINY)
     got, metrics = update.train_steps(state, replay, TINY, 1)
-    assert_trees_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert_states_close(got, expected)
     assert_trees_close(metrics, expected_metrics, rtol=1e-5, atol=1e-5)
 
 
@@ -82,7 +96,7 @@ def test_k_scanned_steps_equal_k_single_steps_and_nothing_recompiles(replay):
     twice, metrics = update.train_steps(state, replay, TINY, 2)
     single, m1 = update.train_steps(single, replay, TINY, 1)
     single, m2 = update.train_steps(single, replay, TINY, 1)
-    assert_trees_close(twice, single, rtol=1e-4, atol=1e-5)
+    assert_states_close(twice, single)
     assert_trees_close(metrics, jax.tree.map(lambda a, b: (a + b) / 2, m1, m2), rtol=1e-4,
                        atol=1e-4)
 

@@ -2,15 +2,21 @@
 
     python -m experiments.bench [--batch-sac 256] [--batch-latent 32] [--iters 50]
                                 [--warmup 3] [--scan K] [--dtype float32|bfloat16]
+                                [--seeds N | --devices N|all]
 
 Each timed call is one jitted, state-donating dispatch of K updates (`--scan K`) that samples
 its own batches from a device replay, exactly as training does; times are per update. Prints a
 table, then one JSON object as the last line.
+
+`--seeds N` times N independent agents (each with its own replay) vmapped into one program: an
+update is then one step of all N, and `seeds_cost_ratio` compares it with one agent's update.
+`--devices N` splits each sampled batch over N local devices (state and replay replicated).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -18,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from slacjax import parallel
 from slacjax import replay as replay_lib
 from slacjax import update
 from slacjax.config import AgentConfig
@@ -60,6 +67,55 @@ def time_calls(step, state, iters: int, warmup: int):
     return state, first, np.asarray(times), metrics
 
 
+def random_replays(num_seeds: int, capacity: int, action_dim: int, key: jax.Array):
+    """`num_seeds` random replays stacked along a leading axis, one per seed."""
+    return parallel.stack_seeds([random_replay(capacity, action_dim, seed_key)
+                                 for seed_key in jax.random.split(key, num_seeds)])
+
+
+def setup(args, cfg: AgentConfig, key: jax.Array):
+    """The state(s) and the two jitted steps of the chosen layout -> (state, fused, latent_only).
+
+    Each step maps a state to (state, metrics) with K = `--scan` updates per call; `fused` and
+    `latent_only` are partials of jitted functions (`.func`), so recompilations can be counted.
+    """
+    k = args.scan
+    if args.seeds > 1:
+        replays = random_replays(args.seeds, args.capacity, args.action_dim, key)
+        state = parallel.init_states(cfg, args.action_dim, jax.random.split(key, args.seeds))
+        fused = functools.partial(parallel.train_steps_seeds, replays=replays, cfg=cfg,
+                                  num_steps=k)
+        latent_only = functools.partial(parallel.pretrain_steps_seeds, replays=replays, cfg=cfg,
+                                        num_steps=k)
+        return state, fused, latent_only
+    replay = random_replay(args.capacity, args.action_dim, key)
+    state = update.init_state(cfg, args.action_dim, key)
+    if args.devices > 1:
+        mesh = parallel.make_mesh(args.devices)
+        replay, state = parallel.replicate((replay, state), mesh)
+        fused = functools.partial(parallel.train_steps_sharded, replay=replay, cfg=cfg,
+                                  num_steps=k, mesh=mesh)
+        latent_only = functools.partial(parallel.pretrain_steps_sharded, replay=replay, cfg=cfg,
+                                        num_steps=k, mesh=mesh)
+        return state, fused, latent_only
+    fused = functools.partial(update.train_steps, replay=replay, cfg=cfg, num_steps=k)
+    latent_only = functools.partial(update.pretrain_steps, replay=replay, cfg=cfg, num_steps=k)
+    return state, fused, latent_only
+
+
+def one_seed_call_s(args, cfg: AgentConfig, key: jax.Array) -> float:
+    """Median seconds of one agent's plain `train_steps` call: the baseline `--seeds N` is
+    measured against (its own compile, on a replay like one seed's)."""
+    replay = random_replay(args.capacity, args.action_dim, key)
+    state = update.init_state(cfg, args.action_dim, key)
+
+    def fused(state):
+        return update.train_steps(state, replay, cfg, args.scan)
+
+    _, _, times, _ = time_calls(fused, state, args.iters, args.warmup)
+    return float(np.median(times))
+
+
 def peak_memory_mb() -> float | None:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
@@ -78,37 +134,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--action-dim", type=int, default=6, help="6 = cheetah_run")
     parser.add_argument("--capacity", type=int, default=100_000, help="replay slots")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="independent agents vmapped in one program")
+    parser.add_argument("--devices", default="1", metavar="N|all",
+                        help="local devices each sampled batch is split over")
     args = parser.parse_args(argv)
-    for name in ("batch_sac", "batch_latent", "iters", "warmup", "scan", "action_dim"):
+    for name in ("batch_sac", "batch_latent", "iters", "warmup", "scan", "action_dim", "seeds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.capacity < 2 * EPISODE_FRAMES:
         parser.error(f"--capacity must be at least {2 * EPISODE_FRAMES}")
+    args.devices = parse_devices(parser, args.devices)
+    if args.seeds > 1 and args.devices > 1:
+        parser.error("--seeds and --devices are benchmarked one at a time")
+    for size, what in ((args.batch_sac, "--batch-sac"), (args.batch_latent, "--batch-latent")):
+        if size % args.devices:
+            parser.error(f"{what} {size} does not split over {args.devices} devices")
     return args
+
+
+def parse_devices(parser: argparse.ArgumentParser, value: str) -> int:
+    """--devices: "all" or a count of local devices -> that count."""
+    available = len(jax.local_devices())
+    count = available if value == "all" else int(value) if value.isdigit() else 0
+    if not 1 <= count <= available:
+        parser.error(f"--devices must be 'all' or 1..{available}, got {value!r}")
+    return count
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = AgentConfig(batch_sac=args.batch_sac, batch_latent=args.batch_latent, dtype=args.dtype)
     key = jax.random.PRNGKey(args.seed)
-    replay = random_replay(args.capacity, args.action_dim, key)
-    state = update.init_state(cfg, args.action_dim, key)
+    state, fused, latent_only = setup(args, cfg, key)
     k = args.scan
 
-    def fused(state):
-        return update.train_steps(state, replay, cfg, k)
-
-    def latent_only(state):
-        return update.pretrain_steps(state, replay, cfg, k)
-
     state, fused_first, fused_times, metrics = time_calls(fused, state, args.iters, args.warmup)
-    fused_cache = update.train_steps._cache_size()
+    fused_cache = fused.func._cache_size()
     state, latent_first, latent_times, _ = time_calls(latent_only, state, args.iters, args.warmup)
-    latent_cache = update.pretrain_steps._cache_size()
+    latent_cache = latent_only.func._cache_size()
     # A second round of fused calls after the latent warm-up: any recompilation shows here.
     state, _, _, metrics = time_calls(fused, state, 2, 0)
-    recompiles = (update.train_steps._cache_size() - fused_cache
-                  + update.pretrain_steps._cache_size() - latent_cache)
+    recompiles = (fused.func._cache_size() - fused_cache
+                  + latent_only.func._cache_size() - latent_cache)
+    del state  # its memory is the baseline's to use
+    # N seeds against 1: the same timed call for one plain agent (1 seed is its own baseline).
+    one_seed_s = (one_seed_call_s(args, cfg, key) if args.seeds > 1
+                  else float(np.median(fused_times)))
 
     per_update_ms = fused_times * 1e3 / k
     latent_ms = latent_times * 1e3 / k
@@ -130,12 +202,16 @@ def main(argv=None) -> dict:
         "latent_compile_s": round(latent_first - float(np.median(latent_times)), 2),
         "peak_device_mem_mb": peak_memory_mb(),
         "recompiles_after_warmup": int(recompiles),
-        "finite_losses": bool(all(np.isfinite(float(v)) for v in metrics.values())),
+        "finite_losses": bool(np.all([np.isfinite(v).all() for v in metrics.values()])),
+        "seeds": args.seeds,
+        "devices": args.devices,
+        "seeds_cost_ratio": round(float(np.median(fused_times)) / one_seed_s, 3),
     }
     rows = [
         ("device", result["device"]), ("jax", result["jax"]), ("dtype", args.dtype),
         ("batch (SAC / latent)", f"{args.batch_sac} / {args.batch_latent}"),
         ("updates per dispatch", k),
+        ("seeds / devices", f"{args.seeds} / {args.devices}"),
         ("fused update ms (median / p90)",
          f"{result['update_ms_median']:.2f} / {result['update_ms_p90']:.2f}"),
         ("fused updates/s", result["updates_per_s"]),
@@ -143,6 +219,7 @@ def main(argv=None) -> dict:
         ("compile s (fused / latent)", f"{result['compile_s']} / {result['latent_compile_s']}"),
         ("peak device memory MB", result["peak_device_mem_mb"]),
         ("recompiles after warm-up", result["recompiles_after_warmup"]),
+        ("N seeds / 1 seed call time", result["seeds_cost_ratio"]),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

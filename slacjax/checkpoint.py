@@ -1,4 +1,4 @@
-"""Checkpoints of a run: {TrainState, Replay, meta (counters + config)} via orbax's CheckpointManager.
+"""A run's checkpoints: {TrainState, Replay, meta (counters, config)} via orbax's CheckpointManager.
 
 Checkpoints are numbered 0, 1, 2, … in the order they were written (several can share an env
 step: the end of collection, of pretraining, an interrupt), and each one's meta names its env

@@ -91,7 +91,7 @@ def new_wandb_id() -> str:
 
 
 class Progress:
-    """One tqdm bar per phase: env steps (updates while pretraining), rate, ETA, last eval return."""
+    """One tqdm bar per phase: env steps (updates in pretraining), rate, ETA, last eval return."""
 
     UNITS = {"collect": "env step", "pretrain": "update", "train": "env step"}
 
@@ -127,13 +127,6 @@ class Progress:
         if self.last_eval is not None:
             postfix["eval_return"] = f"{self.last_eval:.1f}"
         self.bar.set_postfix(postfix, refresh=False)
-
-    def write(self, message: str) -> None:
-        """A line that does not tear the bar."""
-        if self.bar is not None:
-            self.bar.write(message, file=sys.stdout)
-        else:
-            print(message, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

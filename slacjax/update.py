@@ -73,7 +73,9 @@ def init_state(cfg: AgentConfig, action_dim: int, key: jax.Array) -> TrainState:
                           actor=opts["actor"].init(params.actor),
                           critic=opts["critic"].init(params.critic),
                           alpha=opts["alpha"].init(log_alpha))
-    return TrainState(params=params, target_critic=params.critic, log_alpha=log_alpha,
+    # A copy, not an alias: the state is donated, and one buffer cannot be donated twice.
+    target_critic = jax.tree.map(jnp.copy, params.critic)
+    return TrainState(params=params, target_critic=target_critic, log_alpha=log_alpha,
                       opt_state=opt_state, step=jnp.zeros((), jnp.int32), key=k_state)
 
 

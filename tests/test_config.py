@@ -34,6 +34,7 @@ def test_smoke_preset_is_tiny_and_overridable():
     assert cfg.env_steps == 240
     assert cfg.agent_config().batch_sac <= 8 and cfg.replay_capacity <= 5000
     assert cfg.render_quality == "fast" and cfg.eval_episodes == 1
+    assert cfg.run_dir == "runs/smoke/cheetah_run/seed0"  # never a real run's dir
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -23,11 +23,11 @@ Multi-host (one process per host, every process runs the same program):
     # JAX_COORDINATOR_PORT overrides the port that auto-detection picks.
 
 After that `jax.devices()` lists every host's devices and `make_mesh("all")` spans them all.
-Each host keeps its own environments and replay (a host's replay is replicated over the
-mesh's devices only in the single-process case), samples its share of the batch locally
-(`replay.sample` with `batch / P` sequences and a key folded with `jax.process_index()`),
-assembles the global batch with `global_batch`, and calls `update_sharded`; parameters start
-equal on all hosts (same seed) and the all-reduce keeps them equal.
+`train_steps_sharded` needs one replay replicated on every device, which a single process has;
+across hosts each keeps its own environments and replay, samples its share of the batch
+(`replay.sample` of `sampled_batch_size / P` sequences, key folded with `jax.process_index()`),
+joins the shares with `global_batch` and calls `update_sharded`. Parameters start equal on all
+hosts (same seed) and the all-reduced gradients keep them equal.
 """
 
 from __future__ import annotations

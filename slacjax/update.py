@@ -181,6 +181,10 @@ def _sample_and_update(state: TrainState, replay, cfg: AgentConfig, latent_only:
 
 
 def _scanned(state: TrainState, replay, cfg: AgentConfig, num_steps: int, latent_only: bool):
+    if num_steps == 1:
+        # No loop for one step: XLA:CPU runs convolutions inside a while loop ~10× slower.
+        return _sample_and_update(state, replay, cfg, latent_only)
+
     def body(state, _):
         return _sample_and_update(state, replay, cfg, latent_only)
 

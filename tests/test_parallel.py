@@ -38,6 +38,10 @@ def load_tree(path, like):
     return jax.tree.unflatten(jax.tree.structure(like), leaves)
 
 
+def weights(state):
+    return state.params, state.target_critic, state.log_alpha
+
+
 def abstract_state():
     return jax.eval_shape(lambda key: update.init_state(CFG, ACTION_DIM, key),
                           jax.random.PRNGKey(0))
@@ -113,7 +117,6 @@ def test_sharded_update_equals_unsharded(seeds, separate, tmp_path):
     # Adam's first step moves a weight by about ±lr whatever its gradient's size, so a gradient
     # that is zero up to summation order may flip sign: weights may differ by up to 2·lr.
     max_lr = max(CFG.lr_latent, CFG.lr_actor, CFG.lr_critic, CFG.lr_alpha)
-    weights = lambda s: (s.params, s.target_critic, s.log_alpha)  # noqa: E731
     chex.assert_trees_all_close(weights(got), weights(state), rtol=1e-4, atol=2.5 * max_lr)
     chex.assert_trees_all_equal((got.step, got.key), (state.step, state.key))
 

@@ -9,6 +9,8 @@
 # reconstructions) and log.txt. Every step has its own time limit, and the whole script stops
 # at BUDGET_S seconds (default 560), so what finished always comes back.
 # SLACJAX_GPU_CHECK_TINY=1 runs the same steps at toy sizes: the CPU dry run of this script.
+# RUN_ARGS="key=value ..." replaces the training run's overrides; RESERVE_S (default 100) is
+# the time kept after the run for the last benchmarks.
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTPUT_DIR}
 mkdir -p "$out"
@@ -58,11 +60,15 @@ else
             pretrain_updates_per_dispatch=1 pretrain_log_every=5000 log_every=2000)
 fi
 
+# RUN_ARGS replaces the run's overrides, e.g. a scaled protocol when less device time is left.
+if [ -n "${RUN_ARGS:-}" ]; then read -ra run_args <<< "$RUN_ARGS"; fi
+reserve=${RESERVE_S:-100}
+
 step bench_fp32_k1 150 python3 -m experiments.bench "${sizes[@]}" --scan 1
 step bench_env_default 45 python3 -m experiments.bench_env task=cheetah_run steps=$env_steps render_quality=default
 step bench_env_fast 45 python3 -m experiments.bench_env task=cheetah_run steps=$env_steps render_quality=fast
-# The 100k run gets what is left but 100 s, kept for the benchmarks that follow it.
-step run_cheetah_100k $(( $(left) - 100 )) python3 -m experiments.run task=cheetah_run \
+# The 100k run gets what is left but RESERVE_S, kept for the benchmarks that follow it.
+step run_cheetah_100k $(( $(left) - reserve )) python3 -m experiments.run task=cheetah_run \
   run_dir="$out/cheetah_run" progress=false "${run_args[@]}"
 step bench_fp32_k10 90 python3 -m experiments.bench "${sizes[@]}" --scan 10
 step bench_bf16_k10 90 python3 -m experiments.bench "${sizes[@]}" --scan 10 --dtype bfloat16

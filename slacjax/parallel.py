@@ -183,6 +183,8 @@ def _sharded_steps(state, replay, cfg: AgentConfig, num_steps: int, mesh: Mesh,
         batch = replay_lib.sample(replay, k_sample, size, cfg.sequence_length)
         return _update_on_mesh(state.replace(key=key), batch, k_update, cfg, mesh, latent_only)
 
+    if num_steps == 1:
+        return body(state, None)  # no loop, as in the core: XLA:CPU runs convs slowly in loops
     state, metrics = jax.lax.scan(body, state, None, length=num_steps)
     return state, jax.tree.map(jnp.mean, metrics)
 

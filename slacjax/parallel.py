@@ -173,20 +173,12 @@ def update_sharded(state: update.TrainState, batch, key: jax.Array, cfg: AgentCo
 
 def _sharded_steps(state, replay, cfg: AgentConfig, num_steps: int, mesh: Mesh,
                    latent_only: bool):
-    # Mirrors the core's sample-then-update scan (same key use, same batch sizes), with the
-    # sampled batch split over the mesh; the replicated replay lets each device gather its part.
+    # The core's sample-then-update steps with each sampled batch split over the mesh; the
+    # replicated replay lets each device gather its part.
     check_divisible(cfg, mesh, latent_only)
-    size = cfg.batch_latent if latent_only else update.sampled_batch_size(cfg)
-
-    def body(state, _):
-        key, k_sample, k_update = jax.random.split(state.key, 3)
-        batch = replay_lib.sample(replay, k_sample, size, cfg.sequence_length)
-        return _update_on_mesh(state.replace(key=key), batch, k_update, cfg, mesh, latent_only)
-
-    if num_steps == 1:
-        return body(state, None)  # no loop, as in the core: XLA:CPU runs convs slowly in loops
-    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
-    return state, jax.tree.map(jnp.mean, metrics)
+    on_mesh = functools.partial(_update_on_mesh, cfg=cfg, mesh=mesh, latent_only=latent_only)
+    return update.sample_and_update_steps(state, replay, cfg, num_steps, latent_only,
+                                          apply_update=on_mesh)
 
 
 _sharded_hot_path = functools.partial(jax.jit, static_argnames=("cfg", "num_steps", "mesh"),

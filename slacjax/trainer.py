@@ -286,6 +286,8 @@ class Trainer:
         self.checkpoints = None
         self.log = None
         self.progress = logger.Progress(cfg.progress)
+        self.pretrain_per_dispatch = cfg.pretrain_updates_per_dispatch or (
+            1 if jax.default_backend() == "cpu" else 100)
         self.stopwatch = None
         self.rate_mark = (time.monotonic(), 0)
 
@@ -388,11 +390,12 @@ class Trainer:
             c.phase, c.last_log, self.obs = "pretrain", 0, None
 
     def pretrain(self) -> None:
-        """Latent-model-only updates, `pretrain_updates_per_dispatch` per jitted call."""
+        """Latent-model-only updates, `pretrain_updates_per_dispatch` per jitted call (by
+        default 1 on a CPU, 100 on an accelerator)."""
         c, total = self.counters, self.cfg.pretrain_updates
         self.progress.start("pretrain", c.pretrain_updates, total)
         while c.pretrain_updates < total and self.stop_signal is None:
-            count = min(self.cfg.pretrain_updates_per_dispatch, total - c.pretrain_updates)
+            count = min(self.pretrain_per_dispatch, total - c.pretrain_updates)
             self.state, metrics = update.pretrain_steps(self.state, self.replay, self.agent_cfg,
                                                         count)
             self.accumulate(metrics, count)

@@ -170,23 +170,30 @@ def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentCon
                          step=state.step + 1), metrics
 
 
-def _sample_and_update(state: TrainState, replay, cfg: AgentConfig, latent_only: bool):
+def _sample_and_update(state: TrainState, replay, cfg: AgentConfig, latent_only: bool,
+                       apply_update):
     key, k_sample, k_update = jax.random.split(state.key, 3)
-    state = state.replace(key=key)
-    if latent_only:
-        batch = replay_lib.sample(replay, k_sample, cfg.batch_latent, cfg.sequence_length)
-        return latent_update(state, batch, k_update, cfg)
-    batch = replay_lib.sample(replay, k_sample, sampled_batch_size(cfg), cfg.sequence_length)
-    return update(state, batch, k_update, cfg)
+    size = cfg.batch_latent if latent_only else sampled_batch_size(cfg)
+    batch = replay_lib.sample(replay, k_sample, size, cfg.sequence_length)
+    return apply_update(state.replace(key=key), batch, k_update)
 
 
-def _scanned(state: TrainState, replay, cfg: AgentConfig, num_steps: int, latent_only: bool):
+def sample_and_update_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int,
+                            latent_only: bool, apply_update=None):
+    """`num_steps` times: split the state's key, sample a batch, update -> (state, mean metrics).
+
+    `apply_update(state, batch, key) -> (state, metrics)` defaults to `update` (or
+    `latent_update`); `slacjax.parallel` passes one that places the batch on a device mesh.
+    Not jitted: `train_steps` / `pretrain_steps` are its jitted forms.
+    """
+    if apply_update is None:
+        apply_update = functools.partial(latent_update if latent_only else update, cfg=cfg)
     if num_steps == 1:
         # No loop for one step: XLA:CPU runs convolutions inside a while loop ~10× slower.
-        return _sample_and_update(state, replay, cfg, latent_only)
+        return _sample_and_update(state, replay, cfg, latent_only, apply_update)
 
     def body(state, _):
-        return _sample_and_update(state, replay, cfg, latent_only)
+        return _sample_and_update(state, replay, cfg, latent_only, apply_update)
 
     state, metrics = jax.lax.scan(body, state, None, length=num_steps)
     return state, jax.tree.map(jnp.mean, metrics)
@@ -201,10 +208,10 @@ def train_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int = 1)
 
     -> (state, metrics averaged over the steps). Jitted; `state` is donated.
     """
-    return _scanned(state, replay, cfg, num_steps, latent_only=False)
+    return sample_and_update_steps(state, replay, cfg, num_steps, latent_only=False)
 
 
 @_hot_path
 def pretrain_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int = 1):
     """`num_steps` latent-only updates on batches from the device replay. Jitted, donated."""
-    return _scanned(state, replay, cfg, num_steps, latent_only=True)
+    return sample_and_update_steps(state, replay, cfg, num_steps, latent_only=True)

@@ -142,8 +142,7 @@ def clear_run_dir(run_dir: pathlib.Path) -> None:
 # ---------------------------------------------------------------- jitted host-loop helpers
 
 
-# Jitted, init compiles once (and is cached on disk), and its outputs are distinct buffers:
-# the targets start equal to the critic, and donating the state needs no buffer twice.
+# Jitted, init compiles once (and is cached on disk) instead of running op by op.
 _init_state = jax.jit(update.init_state, static_argnums=(0, 1))
 _replay_add = jax.jit(replay_lib.add, donate_argnums=0)
 push_history = jax.jit(policy.history_push)

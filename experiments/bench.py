@@ -2,14 +2,17 @@
 
     python -m experiments.bench [--batch-sac 256] [--batch-latent 32] [--iters 50]
                                 [--warmup 3] [--scan K] [--dtype float32|bfloat16]
-                                [--seeds N | --devices N|all]
+                                [--seeds N [--seed-conv grouped|loop|patches] | --devices N|all]
 
 Each timed call is one jitted, state-donating dispatch of K updates (`--scan K`) that samples
-its own batches from a device replay, exactly as training does; times are per update. Prints a
+its own batches from a device replay, exactly as training does; times are per update: the
+median of calls that each wait for their result (latency), and the mean of calls dispatched
+back to back (pipelined, as the training loop runs them). Prints a
 table, then one JSON object as the last line.
 
 `--seeds N` times N independent agents (each with its own replay) vmapped into one program: an
 update is then one step of all N, and `seeds_cost_ratio` compares it with one agent's update.
+`--seed-conv` picks how the N seeds' convolutions are computed (`parallel.train_steps_seeds`).
 `--devices N` splits each sampled batch over N local devices (state and replay replicated).
 """
 
@@ -24,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slacjax import parallel
+from slacjax import networks, parallel
 from slacjax import replay as replay_lib
 from slacjax import update
 from slacjax.config import AgentConfig
@@ -50,7 +53,10 @@ def random_replay(capacity: int, action_dim: int, key: jax.Array) -> replay_lib.
 
 
 def time_calls(step, state, iters: int, warmup: int):
-    """Runs `step` warmup + iters times -> (state, first-call s, per-call seconds of the timed)."""
+    """Runs `step` warmup + iters times -> (state, first-call s, per-call seconds of the timed).
+
+    Each timed call waits for its result: latency, one dispatch included.
+    """
     start = time.perf_counter()
     state, metrics = step(state)
     jax.block_until_ready(metrics)
@@ -65,6 +71,16 @@ def time_calls(step, state, iters: int, warmup: int):
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     return state, first, np.asarray(times), metrics
+
+
+def time_pipelined(step, state, iters: int):
+    """Seconds per call of `iters` calls dispatched back to back, as the training loop does
+    (the host queues the next call while the device runs this one) -> (state, seconds)."""
+    start = time.perf_counter()
+    for _ in range(iters):
+        state, metrics = step(state)
+    jax.block_until_ready((state, metrics))
+    return state, (time.perf_counter() - start) / iters
 
 
 def compiled_programs(*steps) -> tuple[int, ...] | None:
@@ -92,9 +108,9 @@ def setup(args, cfg: AgentConfig, key: jax.Array):
         replays = random_replays(args.seeds, args.capacity, args.action_dim, key)
         state = parallel.init_states(cfg, args.action_dim, jax.random.split(key, args.seeds))
         fused = functools.partial(parallel.train_steps_seeds, replays=replays, cfg=cfg,
-                                  num_steps=k)
+                                  num_steps=k, seed_conv=args.seed_conv)
         latent_only = functools.partial(parallel.pretrain_steps_seeds, replays=replays, cfg=cfg,
-                                        num_steps=k)
+                                        num_steps=k, seed_conv=args.seed_conv)
         return state, fused, latent_only
     replay = random_replay(args.capacity, args.action_dim, key)
     state = update.init_state(cfg, args.action_dim, key)
@@ -144,6 +160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1,
                         help="independent agents vmapped in one program")
+    parser.add_argument("--seed-conv", choices=networks.SEED_CONVS, default=None,
+                        help="with --seeds N > 1: how the seeds' convolutions are computed "
+                             f"(default {parallel.DEFAULT_SEED_CONV})")
     parser.add_argument("--devices", default="1", metavar="N|all",
                         help="local devices each sampled batch is split over")
     args = parser.parse_args(argv)
@@ -155,6 +174,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.devices = parse_devices(parser, args.devices)
     if args.seeds > 1 and args.devices > 1:
         parser.error("--seeds and --devices are benchmarked one at a time")
+    if args.seed_conv is not None and args.seeds == 1:
+        parser.error("--seed-conv needs --seeds N > 1")
+    if args.seeds > 1 and args.seed_conv is None:
+        args.seed_conv = parallel.DEFAULT_SEED_CONV
     for size, what in ((args.batch_sac, "--batch-sac"), (args.batch_latent, "--batch-latent")):
         if size % args.devices:
             parser.error(f"{what} {size} does not split over {args.devices} devices")
@@ -179,7 +202,9 @@ def main(argv=None) -> dict:
 
     state, fused_first, fused_times, metrics = time_calls(fused, state, args.iters, args.warmup)
     warm = compiled_programs(fused, latent_only)
+    state, fused_pipelined_s = time_pipelined(fused, state, args.iters)
     state, latent_first, latent_times, _ = time_calls(latent_only, state, args.iters, args.warmup)
+    state, latent_pipelined_s = time_pipelined(latent_only, state, args.iters)
     warm_latent = compiled_programs(fused, latent_only)
     # A second round of fused calls after the latent warm-up: any recompilation shows here.
     state, _, _, metrics = time_calls(fused, state, 2, 0)
@@ -207,12 +232,15 @@ def main(argv=None) -> dict:
         "updates_per_s": round(1e3 / float(np.median(per_update_ms)), 2),
         "latent_update_ms_median": round(float(np.median(latent_ms)), 3),
         "latent_updates_per_s": round(1e3 / float(np.median(latent_ms)), 2),
+        "update_ms_pipelined": round(fused_pipelined_s * 1e3 / k, 3),
+        "latent_update_ms_pipelined": round(latent_pipelined_s * 1e3 / k, 3),
         "compile_s": round(fused_first - float(np.median(fused_times)), 2),
         "latent_compile_s": round(latent_first - float(np.median(latent_times)), 2),
         "peak_device_mem_mb": peak_memory_mb(),
         "recompiles_after_warmup": recompiles,
         "finite_losses": bool(np.all([np.isfinite(v).all() for v in metrics.values()])),
         "seeds": args.seeds,
+        "seed_conv": args.seed_conv,
         "devices": args.devices,
         "seeds_cost_ratio": round(float(np.median(fused_times)) / one_seed_s, 3),
     }
@@ -221,10 +249,13 @@ def main(argv=None) -> dict:
         ("batch (SAC / latent)", f"{args.batch_sac} / {args.batch_latent}"),
         ("updates per dispatch", k),
         ("seeds / devices", f"{args.seeds} / {args.devices}"),
+        ("seed convolutions", args.seed_conv),
         ("fused update ms (median / p90)",
          f"{result['update_ms_median']:.2f} / {result['update_ms_p90']:.2f}"),
         ("fused updates/s", result["updates_per_s"]),
         ("latent update ms (median)", f"{result['latent_update_ms_median']:.2f}"),
+        ("pipelined ms (fused / latent)",
+         f"{result['update_ms_pipelined']:.2f} / {result['latent_update_ms_pipelined']:.2f}"),
         ("compile s (fused / latent)", f"{result['compile_s']} / {result['latent_compile_s']}"),
         ("peak device memory MB", result["peak_device_mem_mb"]),
         ("recompiles after warm-up", result["recompiles_after_warmup"]),

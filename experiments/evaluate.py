@@ -66,7 +66,7 @@ def pick_checkpoint(checkpoints, env_step: int | None) -> int:
 def evaluate(eval_cfg: EvalConfig) -> None:
     import jax
 
-    from slacjax import checkpoint, plots, trainer
+    from slacjax import checkpoint, episodes, plots, trainer
 
     run_dir = pathlib.Path(eval_cfg.run_dir).expanduser().resolve()
     if not (run_dir / trainer.CONFIG_FILE).exists():
@@ -94,7 +94,7 @@ def evaluate(eval_cfg: EvalConfig) -> None:
             returns = []
             for episode in range(eval_cfg.episodes):
                 reset_seed = trainer.stream_seed(eval_cfg.seed, 3, int(greedy), episode)
-                total, frames = trainer.run_episode(
+                total, frames = episodes.run_episode(
                     env, state.params, agent_cfg, jax.random.fold_in(key, reset_seed), greedy,
                     reset_seed, record=eval_cfg.video and episode == 0)
                 returns.append(total)

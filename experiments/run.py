@@ -3,10 +3,14 @@
     python -m experiments.run task=cheetah_run                  # the full protocol
     python -m experiments.run preset=smoke run_dir=/tmp/smoke   # every phase in minutes
     python -m experiments.run -m task=cheetah_run,walker_walk seed=0,1,2
+    python -m experiments.run task=cheetah_run seeds=5          # 5 seeds in one process
     python -m experiments.run sweep=planet6                     # the six PlaNet tasks
+    python -m experiments.run cluster=slurm task=cheetah_run,walker_walk seed=0,1,2 \
+        hydra.launcher.partition=gpu                            # one SLURM job each
 
 Hydra composes the typed config (slacjax.config.ExperimentConfig) from experiments/conf and
-the overrides; `-m` or a `sweep=` preset runs one job per combination, one after another.
+the overrides; `-m` or a `sweep=` preset runs one job per combination, one after another, or
+with `cluster=slurm` (experiments/conf/cluster/) submits each to SLURM through submitit.
 Before Hydra starts, every job's config is composed and validated here, so a bad override
 (unknown key, wrong type, unknown task, non-positive count) is one line on stderr and
 nothing runs. Rerunning a command resumes its run dir from the latest checkpoint.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import sys
 
 CONF_DIR = pathlib.Path(__file__).resolve().parent / "conf"
@@ -93,10 +98,47 @@ def validate(overrides: list[str], multirun: bool) -> list[ExperimentConfig]:
     return jobs
 
 
+class SubmititRequeue:
+    """In a submitit job (cluster=slurm or local): the trainer stops at a checkpoint before
+    submitit requeues the job.
+
+    Shortly before a job's time limit (or when preempted), submitit gets a signal (USR2) whose
+    handler requeues the job and exits on the spot, wherever training is. While installed,
+    that signal takes the trainer's SIGTERM path instead (stop at the next step, write a
+    checkpoint, return); `requeue_if_asked` then hands it to submitit's handler, which
+    requeues the job, and the requeued job resumes from its run dir. Before training starts
+    the signal goes straight to submitit. Outside submitit this does nothing.
+    """
+
+    def __init__(self):
+        self.arrived = None
+        self.requeue = None
+        if not os.environ.get("SUBMITIT_EXECUTOR"):
+            return
+        signum = signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")]
+        if callable(signal.getsignal(signum)):
+            self.requeue = signal.getsignal(signum)
+            self.outside_training = signal.getsignal(signal.SIGTERM)
+            signal.signal(signum, self.stop)
+
+    def stop(self, signum, frame) -> None:
+        self.arrived = signum
+        on_term = signal.getsignal(signal.SIGTERM)
+        if on_term is self.outside_training:
+            self.requeue(signum, frame)  # nothing to save yet
+        elif callable(on_term):
+            on_term(signal.SIGTERM, frame)  # the trainer's: stop and checkpoint
+
+    def requeue_if_asked(self) -> None:
+        if self.arrived is not None:
+            self.requeue(self.arrived, None)  # requeues and exits (or raises: no requeue left)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def train_job(cfg) -> None:
     from slacjax import trainer
 
+    submitit_requeue = SubmititRequeue()
     try:
         status = trainer.run(OmegaConf.to_object(cfg))
     except trainer.LaunchError as error:
@@ -104,6 +146,7 @@ def train_job(cfg) -> None:
     except trainer.TrainingStopped as error:
         fail(str(error), status=1)
     if status:
+        submitit_requeue.requeue_if_asked()
         sys.exit(status)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+from omegaconf import OmegaConf
+
 from slacjax.tasks import get_task
 
 
@@ -103,6 +105,16 @@ class WandbConfig:
             raise ValueError(f"wandb.mode must be offline, online or disabled, got {self.mode!r}")
 
 
+def seed_dir(seed, seeds) -> str:
+    """The default run dir's last part: `seed<seed>`, or `seeds<first>-<last>` for several."""
+    seed, seeds = int(seed), int(seeds)
+    return f"seed{seed}" if seeds == 1 else f"seeds{seed}-{seed + seeds - 1}"
+
+
+# `${seed_dir:${seed},${seeds}}` in the run dir's default (and in presets).
+OmegaConf.register_new_resolver("seed_dir", seed_dir, replace=True)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """The protocol and the run (spec §5). Progress is counted in env steps (agent steps × action
@@ -111,7 +123,13 @@ class TrainConfig:
 
     task: str = "cheetah_run"
     seed: int = 0
-    run_dir: str = "runs/${task}/seed${seed}"
+    # Independent agents trained together in one process (states and replays stacked, one
+    # vmapped update, one env each): seed s of them uses seed + s for its env resets, random
+    # actions, evaluations and network init, as a run with that seed would. Its metrics,
+    # curve and media go to <run_dir>/seed<seed + s>/; one checkpoint holds all of them.
+    # 1: the single-seed trainer and run dir.
+    seeds: int = 1
+    run_dir: str = "runs/${task}/${seed_dir:${seed},${seeds}}"  # e.g. seed0, or seeds0-4
     overwrite: bool = False
     env_steps: int = 1_000_000  # total, random collection included
     collect_agent_steps: int = 10_000
@@ -123,6 +141,10 @@ class TrainConfig:
     updates_per_step: int = 1
     eval_every: int = 10_000  # env steps
     eval_episodes: int = 10  # per policy: stochastic and greedy each
+    # Evaluation episodes run this many at a time, each env in a worker process, one batched
+    # policy call per step; 1 runs them one after another in this process. None: as many as
+    # the CPU cores allow (cores − 2, at most eval_episodes), so 1 on a 2-core machine.
+    eval_envs: typing.Optional[int] = None
     log_every: int = 1_000  # env steps; also the period of the NaN/inf check
     pretrain_log_every: int = 1_000  # latent updates
     checkpoint_every: int = 50_000  # env steps; taken at the next episode boundary
@@ -135,7 +157,7 @@ class TrainConfig:
 
     def __post_init__(self):
         get_task(self.task)
-        positive = ("env_steps", "collect_agent_steps", "replay_capacity",
+        positive = ("seeds", "env_steps", "collect_agent_steps", "replay_capacity",
                     "updates_per_step", "eval_every",
                     "eval_episodes", "log_every", "pretrain_log_every", "checkpoint_every",
                     "keep_checkpoints")
@@ -144,7 +166,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.pretrain_updates < 0:
             raise ValueError(f"pretrain_updates must be >= 0, got {self.pretrain_updates}")
-        for name in ("episode_env_steps", "action_repeat", "pretrain_updates_per_dispatch"):
+        for name in ("episode_env_steps", "action_repeat", "pretrain_updates_per_dispatch",
+                     "eval_envs"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -182,6 +205,6 @@ class ExperimentConfig(TrainConfig):
 
     def identity(self) -> dict:
         """What a run dir belongs to: a resume must match it (protocol lengths may change)."""
-        return dict(task=self.task, seed=self.seed, action_repeat=self.repeat,
+        return dict(task=self.task, seed=self.seed, seeds=self.seeds, action_repeat=self.repeat,
                     replay_capacity=self.replay_capacity,
                     agent=dataclasses.asdict(self.agent_config()))

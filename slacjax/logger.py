@@ -68,15 +68,19 @@ class MetricsLog:
 
 
 def start_wandb(run_dir: pathlib.Path, run_id: str, name: str, config: dict, mode: str,
-                project: str, entity: str | None, group: str | None):
-    """A wandb run logging into `<run_dir>/wandb` (resumed by id), or None if wandb is absent."""
+                project: str, entity: str | None, group: str | None, concurrent: bool = False):
+    """A wandb run logging into `<run_dir>/wandb` (resumed by id), or None if wandb is absent.
+
+    concurrent: the process holds several runs at once (one per seed of a multi-seed run).
+    """
     try:
         import wandb
     except ImportError:
         print("wandb is not installed: metrics go to metrics.jsonl only", file=sys.stderr)
         return None
+    several = dict(reinit="create_new") if concurrent else {}
     run = wandb.init(project=project, entity=entity, group=group, name=name, id=run_id,
-                     resume="allow", mode=mode, dir=str(run_dir), config=config)
+                     resume="allow", mode=mode, dir=str(run_dir), config=config, **several)
     # Every series is plotted against env steps; pretraining rows against their update count.
     run.define_metric("env_step")
     run.define_metric("pretrain/pretrain_update")

@@ -6,7 +6,10 @@ conversion happens in `latent.encode`.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+import functools
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +57,122 @@ class GaussianHead(nn.Module):
         return mean, jax.nn.softplus(raw_std) + 1e-5
 
 
+# ---------------------------------------------------------------------------------------------
+# Convolutions with per-seed weights: how `slacjax.parallel`'s N-seed program batches them.
+#
+# vmap of a convolution whose weights are batched emits one grouped convolution
+# (feature_group_count = N), which XLA runs slowly (an H100 ran 5 seeds' update at 9× one
+# seed's). A strategy names another way to compute the same function; only the seeds path sets
+# one, while it traces (`seed_conv_strategy`), so a single agent's program is untouched.
+#   "grouped"  vmap's own rule: one grouped convolution per layer.
+#   "loop"     under vmap, one ordinary convolution per seed (unrolled), forward and backward.
+#   "patches"  im2col (strided slices, concatenated) + a matmul: under vmap a batched matmul.
+
+SEED_CONVS = ("grouped", "loop", "patches")
+_SEED_CONV: contextvars.ContextVar[str] = contextvars.ContextVar("seed_conv", default="grouped")
+NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+
+@contextlib.contextmanager
+def seed_conv_strategy(name: str) -> Iterator[None]:
+    """Within: Encoder / Decoder convolutions that get traced use strategy `name`.
+
+    Read when a module is traced: wrap the tracing of an unjitted function (a nested jit may
+    reuse a trace made under another strategy).
+    """
+    if name not in SEED_CONVS:
+        raise ValueError(f"seed_conv must be one of {SEED_CONVS}, got {name!r}")
+    token = _SEED_CONV.set(name)
+    try:
+        yield
+    finally:
+        _SEED_CONV.reset(token)
+
+
+def lax_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+             padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """The plain convolution: x [N, H, W, Cin], kernel [kh, kw, Cin, Cout] -> [N, H', W', Cout]."""
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC_HWIO)
+
+
+def _per_seed(fun):
+    """`fun`, which vmap runs once per index of the mapped axis (unrolled) instead of batching."""
+
+    @jax.custom_batching.custom_vmap
+    def mapped(*args):
+        return fun(*args)
+
+    @mapped.def_vmap
+    def rule(axis_size, in_batched, *args):
+        outs = [fun(*(a[i] if batched else a for a, batched in zip(args, in_batched)))
+                for i in range(axis_size)]
+        out = jax.tree.map(lambda *seeds: jnp.stack(seeds), *outs)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return mapped
+
+
+@functools.lru_cache(maxsize=None)
+def _looped_conv(strides: tuple[int, int], padding: tuple[tuple[int, int], tuple[int, int]]):
+    # custom_vmap has no reverse mode (jax 0.10): custom_vjp goes outside it, and the backward's
+    # two convolutions (input and kernel gradients) are unrolled over seeds too.
+    conv = functools.partial(lax_conv, strides=strides, padding=padding)
+    forward = _per_seed(conv)
+    backward = _per_seed(lambda x, kernel, g: jax.vjp(conv, x, kernel)[1](g))
+
+    @jax.custom_vjp
+    def looped(x, kernel):
+        return forward(x, kernel)
+
+    looped.defvjp(lambda x, kernel: (forward(x, kernel), (x, kernel)),
+                  lambda res, g: backward(*res, g))
+    return looped
+
+
+def loop_conv(x, kernel, strides, padding) -> jax.Array:
+    """`lax_conv`; under vmap, one ordinary convolution per seed."""
+    return _looped_conv(tuple(strides), tuple(map(tuple, padding)))(x, kernel)
+
+
+def patches_conv(x, kernel, strides, padding) -> jax.Array:
+    """`lax_conv` as im2col + matmul; under vmap the matmul batches over seeds."""
+    kh, kw, c_in, c_out = kernel.shape
+    (sh, sw), ((top, bottom), (left, right)) = strides, padding
+    x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    n, h, w, _ = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    taps = [jax.lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c_in),
+                          (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(taps, axis=-1)  # [N, H', W', kh·kw·Cin], the kernel's order
+    return jnp.einsum("nhwk,kd->nhwd", patches, kernel.reshape(kh * kw * c_in, c_out))
+
+
+_CONVS = {"grouped": lax_conv, "loop": loop_conv, "patches": patches_conv}
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+           padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+    """`lax_conv` computed the active strategy's way (outside the seeds path: `lax_conv`)."""
+    return _CONVS[_SEED_CONV.get()](x, kernel, strides, padding)
+
+
+def _flax_conv_fn():
+    """nn.Conv's conv_general_dilated: None (flax's own lax call) unless a strategy is on."""
+    name = _SEED_CONV.get()
+    if name == "grouped":
+        return None
+
+    def conv(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation, dimension_numbers,
+             feature_group_count, precision):
+        assert set(lhs_dilation) == set(rhs_dilation) == {1} and feature_group_count == 1
+        assert precision is None and dimension_numbers == jax.lax.conv_dimension_numbers(
+            x.shape, kernel.shape, NHWC_HWIO)
+        return _CONVS[name](x, kernel, tuple(strides), tuple(map(tuple, padding)))
+
+    return conv
+
+
 class Encoder(nn.Module):
     """[N, 64, 64, 3] in [0, 1] -> [N, 256]: five convolutions, leaky ReLU after each."""
 
@@ -68,7 +187,8 @@ class Encoder(nn.Module):
         )
         for channels, kernel, stride, pad in layers:
             x = nn.Conv(channels, (kernel, kernel), (stride, stride), [(pad, pad), (pad, pad)],
-                        kernel_init=glorot, dtype=self.dtype)(x)
+                        kernel_init=glorot, dtype=self.dtype,
+                        conv_general_dilated=_flax_conv_fn())(x)
             x = leaky_relu(x)
         return x.reshape(x.shape[0], -1)
 
@@ -112,9 +232,8 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, paddi
     # [eh, rh, kw+1, Cin, Cout] -> [eh, rh, ew, rw, Cin, Cout] -> [eh, ew, Cin, rh, rw, Cout]
     phased = zero_tap[taps][:, :, taps]
     phased = phased.transpose(0, 2, 4, 1, 3, 5).reshape(n_off, n_off, c_in, stride * stride * c_out)
-    pad = [(-e_min, e_max), (-e_min, e_max)]
-    y = jax.lax.conv_general_dilated(x, phased.astype(x.dtype), (1, 1), pad,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    pad = ((-e_min, e_max), (-e_min, e_max))
+    y = conv2d(x, phased.astype(x.dtype), (1, 1), pad)
     n, h, w, _ = y.shape
     y = y.reshape(n, h, w, stride, stride, c_out).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, h * stride, w * stride, c_out)

@@ -4,6 +4,10 @@ Seeds. N agents are N `TrainState`s stacked along a leading axis, with N replays
 same way; `train_steps_seeds` is `jax.vmap` of the very step `update.train_steps` runs, in one
 jitted, state-donating dispatch. Seeds share nothing but the program: their keys, batches and
 metrics ([N] each) stay apart, and `take_seed` / `stack_seeds` move between one seed and N.
+Each seed has its own convolution weights, which vmap would turn into slow grouped
+convolutions; `seed_conv` (static) picks how they are computed instead (`networks.SEED_CONVS`):
+"loop" (the default: one ordinary convolution per seed), "patches" (im2col + a batched matmul)
+or "grouped" (vmap's own rule). All give the same numbers as N separate agents.
 
 Devices. One agent, data parallel: a 1-D `Mesh` named "data", the state and the replay
 replicated on every device, and each sampled batch constrained to be split along its batch
@@ -40,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from slacjax import networks
 from slacjax import replay as replay_lib
 from slacjax import update
 from slacjax.config import AgentConfig
@@ -69,27 +74,63 @@ def init_replays(num_seeds: int, capacity: int, action_dim: int,
 add_seeds = jax.jit(jax.vmap(replay_lib.add), donate_argnums=0)
 
 
-def _vmapped_steps(step, states, replays, cfg: AgentConfig, num_steps: int):
-    # The core's jitted step, traced inside this jit: one program, each seed its own batch.
-    return jax.vmap(functools.partial(step, cfg=cfg, num_steps=num_steps))(states, replays)
+def _add_if(replay: replay_lib.Replay, frame, action, reward, terminal, first, active):
+    # `replay.add` where `active`, else the replay unchanged. `add` writes two slots, the
+    # cursor's and the one before: it runs on a two-slot copy of them, and only those two
+    # rows go back, so the ring is updated in place (choosing between two whole rings would
+    # copy them).
+    capacity, cursor = replay.capacity, replay.cursor
+    slots = jnp.stack([(cursor - 1) % capacity, cursor])
+    rows = jax.tree.map(lambda leaf: leaf[slots] if leaf.ndim else leaf, replay)
+    added = replay_lib.add(rows.replace(cursor=jnp.ones_like(cursor)), frame, action, reward,
+                           terminal, first)
+    chosen = jax.tree.map(lambda new, old: jnp.where(active, new, old), added, rows)
+    return replay.replace(
+        **{name: getattr(replay, name).at[slots].set(getattr(chosen, name))
+           for name in ("frames", "actions", "rewards", "terminals", "episode", "episode_step")},
+        cursor=jnp.where(active, (cursor + 1) % capacity, cursor),
+        size=jnp.where(active, jnp.minimum(replay.size + 1, capacity), replay.size),
+        next_episode=chosen.next_episode)
 
 
-_seeds_hot_path = functools.partial(jax.jit, static_argnames=("cfg", "num_steps"),
+# `add_seeds` for some seeds only: `active` bool [N] (e.g. the seeds whose episode starts).
+add_seeds_where = jax.jit(jax.vmap(_add_if), donate_argnums=0)
+
+
+# On a CPU, a tiny fused update of 2 / 5 seeds costs 1.7× / 3.8× one seed's with "loop", 1.9× /
+# 4.9× with "patches" and 3.5× / 12× with "grouped" (experiments/bench_seed_conv.py). "loop" runs
+# the very convolutions one agent runs (on a GPU: the same cuDNN kernels, no im2col copies).
+# The H100's verdict is pending: `python -m experiments.bench --seeds 5 --seed-conv NAME`.
+DEFAULT_SEED_CONV = "loop"
+
+
+def _vmapped_steps(states, replays, cfg: AgentConfig, num_steps: int, latent_only: bool,
+                   seed_conv: str):
+    # The core's step unjitted: the strategy is read while tracing, and a nested jit could
+    # reuse a trace made under another one. One program, each seed its own batch.
+    step = functools.partial(update.sample_and_update_steps, cfg=cfg, num_steps=num_steps,
+                             latent_only=latent_only)
+    with networks.seed_conv_strategy(seed_conv):
+        return jax.vmap(step)(states, replays)
+
+
+_seeds_hot_path = functools.partial(jax.jit, static_argnames=("cfg", "num_steps", "seed_conv"),
                                     donate_argnums=0)
 
 
 @_seeds_hot_path
 def train_steps_seeds(states: update.TrainState, replays: replay_lib.Replay, cfg: AgentConfig,
-                      num_steps: int = 1):
+                      num_steps: int = 1, seed_conv: str = DEFAULT_SEED_CONV):
     """`update.train_steps` for N seeds at once -> (states, metrics {name: [N]}). Donated."""
-    return _vmapped_steps(update.train_steps, states, replays, cfg, num_steps)
+    return _vmapped_steps(states, replays, cfg, num_steps, False, seed_conv)
 
 
 @_seeds_hot_path
 def pretrain_steps_seeds(states: update.TrainState, replays: replay_lib.Replay,
-                         cfg: AgentConfig, num_steps: int = 1):
+                         cfg: AgentConfig, num_steps: int = 1,
+                         seed_conv: str = DEFAULT_SEED_CONV):
     """`update.pretrain_steps` for N seeds at once -> (states, metrics {name: [N]}). Donated."""
-    return _vmapped_steps(update.pretrain_steps, states, replays, cfg, num_steps)
+    return _vmapped_steps(states, replays, cfg, num_steps, True, seed_conv)
 
 
 def take_seed(tree, index: int):

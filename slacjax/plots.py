@@ -19,15 +19,15 @@ import numpy as np  # noqa: E402
 STRIP_ROWS = ("ground truth", "posterior", "prior (imagined)")
 
 
-def learning_curve(rows: list[dict], path: pathlib.Path, title: str) -> None:
-    """Evaluation returns (stochastic and greedy) against env steps, from the logged rows."""
-    evals = [row for row in rows if row.get("phase") == "eval"]
+POLICIES = ("stochastic", "greedy")
+
+
+def _curves(series: dict, path: pathlib.Path, title: str) -> None:
+    """{label: (env steps, means, stds)} as lines with ± std bands, written to `path`."""
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    for policy in ("stochastic", "greedy"):
-        steps = [row["env_step"] for row in evals]
-        means = np.array([row[f"return_{policy}"] for row in evals], dtype=float)
-        stds = np.array([row[f"return_{policy}_std"] for row in evals], dtype=float)
-        axis.plot(steps, means, marker="o", markersize=3, label=policy)
+    for label, (steps, means, stds) in series.items():
+        means, stds = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
+        axis.plot(steps, means, marker="o", markersize=3, label=label)
         axis.fill_between(steps, means - stds, means + stds, alpha=0.2)
     axis.set_xlabel("env steps")
     axis.set_ylabel("episode return")
@@ -39,6 +39,30 @@ def learning_curve(rows: list[dict], path: pathlib.Path, title: str) -> None:
     figure.savefig(temporary)
     plt.close(figure)
     os.replace(temporary, path)
+
+
+def learning_curve(rows: list[dict], path: pathlib.Path, title: str) -> None:
+    """Evaluation returns (stochastic and greedy) against env steps, from the logged rows."""
+    evals = [row for row in rows if row.get("phase") == "eval"]
+    steps = [row["env_step"] for row in evals]
+    _curves({policy: (steps, [row[f"return_{policy}"] for row in evals],
+                      [row[f"return_{policy}_std"] for row in evals]) for policy in POLICIES},
+            path, title)
+
+
+def seeds_learning_curve(rows_per_seed: list[list[dict]], path: pathlib.Path,
+                         title: str) -> None:
+    """The seeds' evaluation returns, mean ± std across seeds, at the env steps where every
+    seed has an evaluation (each seed's return is its mean over its evaluation episodes)."""
+    evals = [{row["env_step"]: row for row in rows if row.get("phase") == "eval"}
+             for rows in rows_per_seed]
+    steps = sorted(set.intersection(*(set(seed_evals) for seed_evals in evals)))
+    series = {}
+    for policy in POLICIES:
+        returns = np.array([[seed_evals[step][f"return_{policy}"] for step in steps]
+                            for seed_evals in evals], dtype=float).reshape(len(evals), -1)
+        series[policy] = (steps, returns.mean(axis=0), returns.std(axis=0))
+    _curves(series, path, title)
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:

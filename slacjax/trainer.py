@@ -12,6 +12,9 @@ every `log_every` env steps, where NaN/inf is checked: no host sync per step.
 
 Run dir: `config.yaml` (the resolved config), `metrics.jsonl`, `learning_curve.png`,
 `media/` (reconstruction / imagination PNG + GIF per evaluation), `checkpoints/`, `wandb/`.
+With `seeds=N > 1` (`slacjax.seeds.SeedsTrainer`) each seed's `metrics.jsonl`,
+`learning_curve.png`, `media/` and `wandb/` go to `seed<its seed>/`, the run dir keeps
+`config.yaml`, `checkpoints/` (all seeds in one) and the curve of all seeds.
 
 Resume and exactness. A checkpoint holds the TrainState (RNG included), the replay, the
 counters and the config; it cannot hold the simulator's mid-episode state (the env object,
@@ -31,9 +34,11 @@ MuJoCo's physics and the task's RNG live outside JAX). Therefore:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
+import os
 import pathlib
 import shutil
 import signal
@@ -44,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import OmegaConf
 
-from slacjax import checkpoint, logger, plots, policy, update
+from slacjax import checkpoint, episodes, logger, plots, update
 from slacjax import latent as latent_lib
 from slacjax import replay as replay_lib
 from slacjax.config import AgentOverrides, ExperimentConfig
@@ -145,17 +150,8 @@ def clear_run_dir(run_dir: pathlib.Path) -> None:
 # Jitted, init compiles once (and is cached on disk) instead of running op by op.
 _init_state = jax.jit(update.init_state, static_argnums=(0, 1))
 _replay_add = jax.jit(replay_lib.add, donate_argnums=0)
-push_history = jax.jit(policy.history_push)
-reset_history = jax.jit(policy.history_reset, static_argnums=(1, 2))
 _replay_sample = jax.jit(replay_lib.sample, static_argnums=(2, 3))
 _reconstruct = jax.jit(latent_lib.reconstruct_and_imagine, static_argnames=("cfg", "context"))
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def policy_action(params, history: policy.History, root_key, index, greedy, cfg):
-    """The policy's action with the key fold_in(root_key, index): one dispatch per step."""
-    key = jax.random.fold_in(root_key, index)
-    return policy.act(params, history.frames, history.actions, key, greedy, cfg)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -174,44 +170,37 @@ def random_action(seed: int, agent_step: int, action_dim: int) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
 
 
-def run_episode(env, params, agent_cfg, key, greedy: bool, reset_seed: int,
-                record: bool = False) -> tuple[float, list[np.ndarray]]:
-    """One episode of the policy -> (return, its frames if `record`)."""
-    obs, _ = env.reset(seed=reset_seed)
-    action_dim = int(env.action_space.shape[0])
-    history = reset_history(obs, action_dim, agent_cfg.sequence_length)
-    frames = [obs] if record else []
-    total, step, done = 0.0, 0, False
-    while not done:
-        action = np.asarray(policy_action(params, history, key, np.int32(step), greedy,
-                                          agent_cfg))
-        obs, reward, terminated, truncated, _ = env.step(action)
-        history = push_history(history, action, obs)
-        if record:
-            frames.append(obs)
-        total += float(reward)
-        step += 1
-        done = terminated or truncated
-    return total, frames
-
-
 def due(now: int, last: int, every: int) -> bool:
     """Whether a multiple of `every` was crossed since `last`."""
     return now // every > last // every
 
 
-def make_env(cfg: ExperimentConfig):
-    """The task's pixel env, with the run's action repeat, render quality and episode cap."""
+def env_settings(cfg: ExperimentConfig) -> dict:
+    """`envs.make`'s arguments for the run: action repeat, render quality, episode cap."""
+    cap = (None if cfg.episode_env_steps is None
+           else math.ceil(cfg.episode_env_steps / cfg.repeat))
+    return dict(action_repeat=cfg.repeat, render_quality=cfg.render_quality,
+                max_episode_steps=cap)
+
+
+def make_env(cfg: ExperimentConfig, seed: int | None = None):
+    """The task's pixel env, with the run's action repeat, render quality and episode cap
+    (seeded with `seed`, by default the run's)."""
     from slacjax import envs  # after ensure_gl_backend(): it imports the simulators
 
-    env = envs.make(cfg.task, seed=cfg.seed, action_repeat=cfg.repeat,
-                    render_quality=cfg.render_quality)
-    if cfg.episode_env_steps is not None:
-        import gymnasium
+    return envs.make(cfg.task, seed=cfg.seed if seed is None else seed, **env_settings(cfg))
 
-        agent_steps = math.ceil(cfg.episode_env_steps / cfg.repeat)
-        env = gymnasium.wrappers.TimeLimit(env, max_episode_steps=agent_steps)
-    return env
+
+def run_keys(seed: int) -> tuple[jax.Array, ...]:
+    """A run's root keys from its seed: (init, act, eval, picture)."""
+    return tuple(jax.random.split(jax.random.PRNGKey(seed), 4))
+
+
+def eval_env_count(cfg: ExperimentConfig) -> int:
+    """How many evaluation episodes run side by side (`eval_envs`, or what the cores allow)."""
+    if cfg.eval_envs is not None:
+        return min(cfg.eval_envs, cfg.eval_episodes)
+    return max(1, min(cfg.eval_episodes, (os.cpu_count() or 1) - 2))
 
 
 def abstract_state(agent_cfg, action_dim: int):
@@ -234,6 +223,40 @@ def ensure_gl() -> None:
         ensure_gl_backend()
     except RuntimeError as error:
         raise LaunchError(str(error)) from error
+
+
+class AheadOfTime:
+    """Compiles the phases' jitted steps in a background thread, so that compiling the
+    pretraining step overlaps the random collection and compiling the fused step overlaps
+    pretraining (tens of seconds each on a GPU).
+
+    `submit` calls the jitted function once in the thread on copies of its arguments (taken
+    now, so the caller may go on donating the originals), which fills the function's own
+    compilation cache; `get` waits for that. The phase then calls the jitted function as usual
+    and keeps jit's C++ dispatch path: calling an ahead-of-time `Compiled` instead goes through
+    Python per call, which on the H100 slowed one-update-per-call pretraining from 324 to 243
+    updates/s. The warm-up call's results (an update on the copies) are dropped.
+    """
+
+    def __init__(self):
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                         thread_name_prefix="slacjax-compile")
+        self.programs: dict[str, concurrent.futures.Future] = {}
+
+    def submit(self, name: str, jitted, arrays: tuple, *static) -> None:
+        """Warms `jitted(*arrays, *static)` up; pass arguments as the phase will (positional
+        and keyword arguments are cached apart)."""
+        copies = jax.tree.map(jnp.copy, arrays)
+        self.programs[name] = self.pool.submit(
+            lambda: jax.block_until_ready(jitted(*copies, *static)) and None)
+
+    def get(self, name: str) -> None:
+        """Waits for `name`'s warm-up, if one was submitted (raises what it raised)."""
+        if name in self.programs:
+            self.programs[name].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------- counters
@@ -261,8 +284,34 @@ class Counters:
 # ---------------------------------------------------------------------------- the trainer
 
 
+@dataclasses.dataclass
+class SeedView:
+    """One agent of a run as its files and RNG streams see it (a single-seed run has one):
+    the seed its env resets, random actions and evaluations derive from, and the folder of
+    its metrics, learning curve, media and wandb run."""
+
+    index: int  # along the stacked axis of a multi-seed run's state and replay
+    seed: int
+    directory: pathlib.Path
+    eval_key: jax.Array
+    picture_key: jax.Array
+    log: logger.MetricsLog | None = None
+
+
 class Trainer:
-    """One run: owns the envs, the device pytrees, the counters and the run dir's files."""
+    """One run: owns the envs, the device pytrees, the counters and the run dir's files.
+
+    The hooks a multi-seed run (`slacjax.seeds.SeedsTrainer`) overrides are the update steps,
+    the envs and what is kept per seed: `seed_views`, `make_envs`, `init_training`,
+    `abstract_trees`, `random_action`, `policy_action`, `begin_episode_if_needed`, `step_env`,
+    `end_episodes`, `seed_metrics`, `episode_returns`, `params_of`, `reconstruction_strips`,
+    `plot_seeds`, `checkpoint_meta` / `restore_meta` and `wandb_settings`.
+    """
+
+    # The K-update steps, jitted and state-donating: (state, replay, cfg, num_steps) ->
+    # (state, metrics).
+    pretrain_steps = staticmethod(update.pretrain_steps)
+    train_steps = staticmethod(update.train_steps)
 
     def __init__(self, cfg: ExperimentConfig, run_dir: pathlib.Path):
         self.cfg = cfg
@@ -271,8 +320,7 @@ class Trainer:
         self.env = None
         self.eval_env = None
         self.action_dim = None
-        root = jax.random.PRNGKey(cfg.seed)
-        self.init_key, self.act_key, self.eval_key, self.picture_key = jax.random.split(root, 4)
+        self.init_key, self.act_key, self.eval_key, self.picture_key = run_keys(cfg.seed)
         self.counters = Counters()
         self.state = None
         self.replay = None
@@ -283,12 +331,13 @@ class Trainer:
         self.episode_return = 0.0
         self.stop_signal = None
         self.checkpoints = None
-        self.log = None
+        self.views: list[SeedView] = []
         self.progress = logger.Progress(cfg.progress)
         self.pretrain_per_dispatch = cfg.pretrain_updates_per_dispatch or (
             1 if jax.default_backend() == "cpu" else 100)
         self.stopwatch = None
         self.rate_mark = (time.monotonic(), 0)
+        self.compiler = AheadOfTime()
 
     # ------------------------------------------------------------------ setup and teardown
 
@@ -297,25 +346,60 @@ class Trainer:
         self.checkpoints = checkpoint.Checkpoints(self.run_dir, keep=self.cfg.keep_checkpoints)
         # Restored before the env is built: a bad checkpoint is found before anything is slow.
         meta = self._restore() if resume else None
-        self.env = make_env(self.cfg)
-        self.action_dim = int(self.env.action_space.shape[0])
+        self.make_envs()
         save_config(self.cfg, self.run_dir)
-        self.log = logger.MetricsLog(self.run_dir)
+        self.views = self.seed_views()
+        for view in self.views:
+            view.directory.mkdir(exist_ok=True)
+            view.log = logger.MetricsLog(view.directory)
         if meta is None:
-            self.state = _init_state(self.agent_cfg, self.action_dim, self.init_key)
-            self.replay = replay_lib.init(self.cfg.replay_capacity, self.action_dim,
-                                          self.agent_cfg.image_size)
+            self.init_training()
             self.counters.wandb_id = logger.new_wandb_id()
         else:
-            self.log.truncate(meta["log_rows"])
+            for view, rows in zip(self.views, np.atleast_1d(meta["log_rows"])):
+                view.log.truncate(int(rows))
+        self.compile_ahead()
         self.stopwatch = logger.Stopwatch(self.counters.wall_seconds)
         self.rate_mark = (time.monotonic(), self.counters.env_steps)
         if self.cfg.wandb.enabled:
-            self.log.wandb_run = logger.start_wandb(
-                self.run_dir, self.counters.wandb_id, name=f"{self.cfg.task}-seed{self.cfg.seed}",
-                config=OmegaConf.to_container(OmegaConf.load(self.run_dir / CONFIG_FILE)),
-                mode=self.cfg.wandb.mode, project=self.cfg.wandb.project,
-                entity=self.cfg.wandb.entity, group=self.cfg.wandb.group)
+            config = OmegaConf.to_container(OmegaConf.load(self.run_dir / CONFIG_FILE))
+            for view in self.views:
+                view.log.wandb_run = logger.start_wandb(
+                    view.directory, name=f"{self.cfg.task}-seed{view.seed}", config=config,
+                    mode=self.cfg.wandb.mode, project=self.cfg.wandb.project,
+                    entity=self.cfg.wandb.entity, **self.wandb_settings(view))
+
+    def seed_views(self) -> list[SeedView]:
+        """The run's agents: here one, the run's seed, whose files are the run dir's own."""
+        return [SeedView(0, self.cfg.seed, self.run_dir, self.eval_key, self.picture_key)]
+
+    def make_envs(self) -> None:
+        self.env = make_env(self.cfg)
+        self.action_dim = int(self.env.action_space.shape[0])
+
+    def init_training(self) -> None:
+        """A fresh state and an empty replay."""
+        self.state = _init_state(self.agent_cfg, self.action_dim, self.init_key)
+        self.replay = replay_lib.init(self.cfg.replay_capacity, self.action_dim,
+                                      self.agent_cfg.image_size)
+
+    def abstract_trees(self, action_dim: int) -> tuple:
+        """The state's and the replay's shapes and dtypes (for restoring)."""
+        return abstract_state(self.agent_cfg, action_dim), abstract_replay(self.cfg, action_dim)
+
+    def wandb_settings(self, view: SeedView) -> dict:
+        """`logger.start_wandb`'s run id and group for the seed of `view`."""
+        return dict(run_id=self.counters.wandb_id, group=self.cfg.wandb.group)
+
+    def compile_ahead(self) -> None:
+        """Starts compiling the steps of the phases still to come (see AheadOfTime)."""
+        phase = self.counters.phase
+        if phase in ("collect", "pretrain") and self.cfg.pretrain_updates > 0:
+            self.compiler.submit("pretrain", self.pretrain_steps, (self.state, self.replay),
+                                 self.agent_cfg, self.pretrain_per_dispatch)
+        if phase != "done":
+            self.compiler.submit("train", self.train_steps, (self.state, self.replay),
+                                 self.agent_cfg, self.cfg.updates_per_step)
 
     def _restore(self) -> dict:
         """Loads the latest checkpoint into the trainer -> its meta; LaunchError if unusable."""
@@ -329,15 +413,16 @@ class Trainer:
             counters = Counters(**meta["counters"])
             sums, weight = meta["metric_sum"], int(meta["metric_weight"])
             action_dim, saved_identity = int(meta["action_dim"]), meta["identity"]
+            self.restore_meta(meta)
             self.state, self.replay, _ = self.checkpoints.restore(
-                number, abstract_state(self.agent_cfg, action_dim),
-                abstract_replay(self.cfg, action_dim))
+                number, *self.abstract_trees(action_dim))
         except checkpoint.CheckpointError as error:
             raise LaunchError(f"{error}; the run dir was left as it is") from error
         except (KeyError, TypeError, ValueError) as error:
             raise LaunchError(f"checkpoint {path} has unreadable counters ({error!r}); the run "
                               "dir was left as it is") from error
-        if saved_identity != self.cfg.identity():
+        # Checkpoints written before `seeds` existed are of one seed.
+        if {"seeds": 1, **saved_identity} != self.cfg.identity():
             raise LaunchError(f"checkpoint {path} belongs to another run than {CONFIG_FILE} "
                               "says; choose another run_dir, or pass overwrite=true")
         self.counters, self.metric_weight = counters, weight
@@ -348,13 +433,18 @@ class Trainer:
         print(f"resumed from {path} at env step {counters.env_steps}", flush=True)
         return meta
 
+    def restore_meta(self, meta: dict) -> None:
+        """Reads what `checkpoint_meta` added (KeyError, TypeError, ValueError if unreadable)."""
+
     def close(self) -> None:
+        self.compiler.close()
         self.progress.close()
         for env in (self.env, self.eval_env):
             if env is not None:
                 env.close()
-        if self.log is not None:
-            self.log.close()
+        for view in self.views:
+            if view.log is not None:
+                view.log.close()
         if self.checkpoints is not None:
             self.checkpoints.close()
 
@@ -382,8 +472,7 @@ class Trainer:
         self.progress.start("collect", c.env_steps, self.cfg.collect_agent_steps * self.cfg.repeat)
         while c.agent_steps < self.cfg.collect_agent_steps and self.stop_signal is None:
             self.begin_episode_if_needed()
-            self.step_env(random_action(self.cfg.seed, c.agent_steps, self.action_dim),
-                          training=False)
+            self.step_env(self.random_action(), training=False)
         if c.agent_steps >= self.cfg.collect_agent_steps:
             self.flush_row()
             c.phase, c.last_log, self.obs = "pretrain", 0, None
@@ -393,10 +482,11 @@ class Trainer:
         default 1 on a CPU, 100 on an accelerator)."""
         c, total = self.counters, self.cfg.pretrain_updates
         self.progress.start("pretrain", c.pretrain_updates, total)
+        self.compiler.get("pretrain")
         while c.pretrain_updates < total and self.stop_signal is None:
             count = min(self.pretrain_per_dispatch, total - c.pretrain_updates)
-            self.state, metrics = update.pretrain_steps(self.state, self.replay, self.agent_cfg,
-                                                        count)
+            self.state, metrics = self.pretrain_steps(self.state, self.replay, self.agent_cfg,
+                                                      count)
             self.accumulate(metrics, count)
             c.pretrain_updates += count
             self.progress.advance(count, env_step=c.env_steps)
@@ -415,12 +505,12 @@ class Trainer:
         self.progress.start("train", c.env_steps, self.cfg.env_steps)
         if self.counters.last_eval_return is not None:
             self.progress.eval_done(self.counters.last_eval_return)
+        self.compiler.get("train")
         while c.env_steps < self.cfg.env_steps and self.stop_signal is None:
             self.begin_episode_if_needed()
-            action = np.asarray(policy_action(self.state.params, self.history, self.act_key,
-                                              np.int32(c.agent_steps), False, self.agent_cfg))
-            self.state, metrics = update.train_steps(self.state, self.replay, self.agent_cfg,
-                                                     self.cfg.updates_per_step)
+            action = self.policy_action()
+            self.state, metrics = self.train_steps(self.state, self.replay, self.agent_cfg,
+                                                   self.cfg.updates_per_step)
             self.accumulate(metrics, 1)
             self.step_env(action, training=True)
         if c.env_steps >= self.cfg.env_steps:
@@ -431,6 +521,16 @@ class Trainer:
             self.save_checkpoint()
 
     # ------------------------------------------------------------------------- env steps
+
+    def random_action(self) -> np.ndarray:
+        """The collection phase's uniform action of this agent step."""
+        return random_action(self.cfg.seed, self.counters.agent_steps, self.action_dim)
+
+    def policy_action(self) -> np.ndarray:
+        """The stochastic policy's action of this agent step (key: the act key and the step)."""
+        return np.asarray(episodes.policy_action(
+            self.state.params, self.history, self.act_key, np.int32(self.counters.agent_steps),
+            False, self.agent_cfg))
 
     def begin_episode_if_needed(self) -> None:
         if self.obs is not None:
@@ -443,35 +543,44 @@ class Trainer:
         self.replay = _replay_add(self.replay, self.obs, zero, np.float32(0), np.float32(0),
                                   np.bool_(True))
         if c.phase == "train":
-            self.history = reset_history(self.obs, self.action_dim,
-                                          self.agent_cfg.sequence_length)
+            self.history = episodes.reset_history(self.obs, self.action_dim,
+                                                  self.agent_cfg.sequence_length)
 
     def step_env(self, action: np.ndarray, training: bool) -> None:
-        """One agent step on the training env: replay, history, counters, then what is due.
+        """One agent step on the training env: replay, history, then `after_env_step`."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.replay = _replay_add(self.replay, obs, action, np.float32(reward),
+                                  np.float32(terminated), np.bool_(False))
+        if training:
+            self.history = episodes.push_history(self.history, action, obs)
+        self.obs = obs
+        self.episode_return += float(reward)
+        self.after_env_step(int(info["env_steps"]), training, terminated or truncated)
+
+    def after_env_step(self, env_steps: int, training: bool, ended) -> None:
+        """Counters, then what is due after an agent step that took `env_steps` env steps.
 
         The order (row, evaluation, then the episode-boundary checkpoint) keeps a checkpoint
         after everything its env step owes, so a resumed run does not redo or skip any of it.
         """
         c = self.counters
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.replay = _replay_add(self.replay, obs, action, np.float32(reward),
-                                  np.float32(terminated), np.bool_(False))
-        if training:
-            self.history = push_history(self.history, action, obs)
-        self.obs = obs
-        self.episode_return += float(reward)
-        c.env_steps += int(info["env_steps"])
+        c.env_steps += env_steps
         c.agent_steps += 1
-        self.progress.advance(int(info["env_steps"]))
+        self.progress.advance(env_steps)
         if due(c.env_steps, c.last_log, self.cfg.log_every):
             self.flush_row()
         if training and due(c.env_steps, c.last_eval, self.cfg.eval_every):
             self.evaluate()
-        if terminated or truncated:
-            c.last_episode_return = self.episode_return
+        if (self.end_episodes(ended)
+                and due(c.env_steps, c.last_checkpoint, self.cfg.checkpoint_every)):
+            self.save_checkpoint()
+
+    def end_episodes(self, ended: bool) -> bool:
+        """Closes the episode if it `ended` -> whether a periodic checkpoint may be taken now."""
+        if ended:
+            self.counters.last_episode_return = self.episode_return
             self.obs = None
-            if due(c.env_steps, c.last_checkpoint, self.cfg.checkpoint_every):
-                self.save_checkpoint()
+        return ended
 
     # ------------------------------------------------------------------- metrics and rows
 
@@ -482,24 +591,38 @@ class Trainer:
         self.metric_weight += weight
 
     def mean_metrics(self) -> dict:
-        """Fetches the mean of the metrics since the last row; stops the run on NaN/inf."""
+        """Fetches the mean of the metrics since the last row: {name: float}, or a list over
+        the seeds of a multi-seed run; stops the run on NaN/inf (naming the seed)."""
         if self.metric_sum is None:
             return {}
-        means = {key: float(value) / self.metric_weight
+        means = {key: np.asarray(value, np.float64) / self.metric_weight
                  for key, value in jax.device_get(self.metric_sum).items()}
-        bad = sorted(key for key, value in means.items() if not math.isfinite(value))
+        bad = sorted(key for key, value in means.items() if not np.isfinite(value).all())
         if bad:
+            values = np.ravel(means[bad[0]])
+            index = int(np.flatnonzero(~np.isfinite(values))[0])
             latest = self.checkpoints.latest()
             kept = (f"the last good checkpoint is {self.checkpoints.path(latest)}"
                     if latest is not None else "no checkpoint was written yet")
+            seed = "" if len(self.views) == 1 else f" of seed {self.views[index].seed}"
+            update_count = int(np.ravel(jax.device_get(self.state.step))[index])
             raise TrainingStopped(
-                f"non-finite {', '.join(bad)} ({means[bad[0]]}) in the {self.counters.phase} "
-                f"phase before env step {self.counters.env_steps} (update "
-                f"{int(jax.device_get(self.state.step))}); stopped, {kept}")
-        return means
+                f"non-finite {', '.join(bad)} ({values[index]}){seed} in the "
+                f"{self.counters.phase} phase before env step {self.counters.env_steps} (update "
+                f"{update_count}); stopped, {kept}")
+        return {key: value.tolist() for key, value in means.items()}
+
+    def seed_metrics(self, means: dict) -> list[dict]:
+        """`mean_metrics` split per seed (one dict per view)."""
+        return [means]
+
+    def episode_returns(self) -> list[float | None]:
+        """Each seed's last finished training episode's return."""
+        return [self.counters.last_episode_return]
 
     def flush_row(self) -> None:
-        """Writes one metrics row: the means since the last row, counters, wall time, rate.
+        """Writes one metrics row per seed: the means since the last row, counters, wall time,
+        rate.
 
         Nothing if nothing happened since the last row (a phase's end right after a row).
         """
@@ -507,17 +630,19 @@ class Trainer:
         position = c.pretrain_updates if c.phase == "pretrain" else c.env_steps
         if position == c.last_log and self.metric_weight == 0:
             return
-        means = self.mean_metrics()
+        means = self.seed_metrics(self.mean_metrics())
         now = time.monotonic()
         seconds, steps = now - self.rate_mark[0], c.env_steps - self.rate_mark[1]
-        row = dict(phase=c.phase, env_step=c.env_steps, agent_step=c.agent_steps,
-                   wall_time=round(self.stopwatch.seconds(), 3), **means)
-        if c.phase == "pretrain":
-            row["pretrain_update"] = c.pretrain_updates
-        else:
-            row["env_steps_per_s"] = round(steps / seconds, 3) if seconds > 0 else None
-            row["episode_return"] = c.last_episode_return
-        self.log.write(row)
+        wall_time = round(self.stopwatch.seconds(), 3)
+        for view, seed_means, episode_return in zip(self.views, means, self.episode_returns()):
+            row = dict(phase=c.phase, env_step=c.env_steps, agent_step=c.agent_steps,
+                       wall_time=wall_time, **seed_means)
+            if c.phase == "pretrain":
+                row["pretrain_update"] = c.pretrain_updates
+            else:
+                row["env_steps_per_s"] = round(steps / seconds, 3) if seconds > 0 else None
+                row["episode_return"] = episode_return
+            view.log.write(row)
         self.metric_sum, self.metric_weight = None, 0
         self.rate_mark = (now, c.env_steps)
         c.last_log = position
@@ -525,49 +650,93 @@ class Trainer:
     # ------------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> None:
-        """`eval_episodes` with the stochastic and the greedy policy, then the pictures."""
+        """`eval_episodes` with the stochastic and the greedy policy of each seed, then the
+        pictures."""
         c = self.counters
-        if self.eval_env is None:
-            self.eval_env = make_env(self.cfg)
         started = time.monotonic()
-        row = dict(phase="eval", env_step=c.env_steps, agent_step=c.agent_steps)
+        rows = [dict(phase="eval", env_step=c.env_steps, agent_step=c.agent_steps)
+                for _ in self.views]
         for mode, greedy in (("stochastic", False), ("greedy", True)):
-            returns = [self.eval_episode(greedy, episode)
-                       for episode in range(self.cfg.eval_episodes)]
-            row[f"return_{mode}"] = float(np.mean(returns))
-            row[f"return_{mode}_std"] = float(np.std(returns))
-        row["eval_seconds"] = round(time.monotonic() - started, 3)
-        row["wall_time"] = round(self.stopwatch.seconds(), 3)
-        self.log.write(row)
+            for view, row in zip(self.views, rows):
+                returns = self.eval_returns(greedy, view)
+                row[f"return_{mode}"] = float(np.mean(returns))
+                row[f"return_{mode}_std"] = float(np.std(returns))
+        seconds = round(time.monotonic() - started, 3)
+        for view, row in zip(self.views, rows):
+            row["eval_seconds"] = seconds
+            row["wall_time"] = round(self.stopwatch.seconds(), 3)
+            view.log.write(row)
+            plots.learning_curve(logger.read_rows(view.directory), view.directory / CURVE_FILE,
+                                 title=f"{self.cfg.task}, seed {view.seed}")
         c.evals += 1
         c.last_eval = c.env_steps
-        c.last_eval_return = row["return_stochastic"]
-        self.progress.eval_done(row["return_stochastic"])
-        plots.learning_curve(logger.read_rows(self.run_dir), self.run_dir / CURVE_FILE,
-                             title=f"{self.cfg.task}, seed {self.cfg.seed}")
+        c.last_eval_return = float(np.mean([row["return_stochastic"] for row in rows]))
+        self.progress.eval_done(c.last_eval_return)
+        self.plot_seeds()
         self.write_reconstruction()
 
-    def eval_episode(self, greedy: bool, episode: int) -> float:
-        stream = stream_seed(self.cfg.seed, 2, self.counters.evals, int(greedy), episode)
-        total, _ = run_episode(self.eval_env, self.state.params, self.agent_cfg,
-                               jax.random.fold_in(self.eval_key, stream), greedy, stream)
-        return total
+    def plot_seeds(self) -> None:
+        """The curve of all seeds together (a multi-seed run's)."""
 
-    def write_reconstruction(self) -> None:
-        """Ground truth, posterior reconstructions and prior imagination of one replay sequence."""
-        c = self.counters
-        key = jax.random.fold_in(self.picture_key, c.env_steps + c.pretrain_updates)
+    def params_of(self, view: SeedView):
+        """The policy and model parameters of the seed of `view`."""
+        return self.state.params
+
+    def eval_returns(self, greedy: bool, view: SeedView) -> list[float]:
+        """The returns of `eval_episodes` episodes of the seed of `view`, `eval_env_count` at
+        a time.
+
+        Episode e of evaluation n has the reset seed and key of stream (seed, 2, n, greedy, e)
+        however many run side by side; a last, partial batch is filled with spare episodes
+        whose returns are dropped.
+        """
+        count = eval_env_count(self.cfg)
+        if self.eval_env is None:
+            if count == 1:
+                self.eval_env = make_env(self.cfg)
+            else:
+                from slacjax import envs
+
+                self.eval_env = envs.make_vector(self.cfg.task, count, seed=self.cfg.seed,
+                                                 **env_settings(self.cfg))
+        episodes_ = self.cfg.eval_episodes
+        streams = [stream_seed(view.seed, 2, self.counters.evals, int(greedy), episode)
+                   for episode in range(-(-episodes_ // count) * count)]
+        keys = episodes.episode_keys(view.eval_key, streams)
+        params = self.params_of(view)
+        if count == 1:
+            return [episodes.run_episode(self.eval_env, params, self.agent_cfg, keys[index],
+                                         greedy, streams[index])[0]
+                    for index in range(episodes_)]
+        returns = []
+        for start in range(0, len(streams), count):
+            returns.extend(episodes.run_episodes(
+                self.eval_env, params, self.agent_cfg, keys[start:start + count], greedy,
+                streams[start:start + count]))
+        return [float(value) for value in returns[:episodes_]]
+
+    def reconstruction_strips(self, step: int) -> list[np.ndarray]:
+        """Per seed, one replay sequence's truth / posterior / prior rows (`plots.strip_rows`),
+        drawn with the picture key folded with `step`."""
+        key = jax.random.fold_in(self.picture_key, step)
         batch = _replay_sample(self.replay, key, 1, self.agent_cfg.sequence_length)
         posterior, prior = _reconstruct(self.state.params.latent, batch, key, cfg=self.agent_cfg,
                                         context=1)
-        rows = plots.strip_rows(*(np.asarray(images[0]) for images in
-                                  (batch.frames, posterior, prior)))
-        media = self.run_dir / MEDIA_DIR
-        media.mkdir(exist_ok=True)
+        return [plots.strip_rows(*(np.asarray(images[0]) for images in
+                                   (batch.frames, posterior, prior)))]
+
+    def write_reconstruction(self) -> None:
+        """Ground truth, posterior reconstructions and prior imagination of one replay sequence
+        (per seed)."""
+        c = self.counters
+        strips = self.reconstruction_strips(c.env_steps + c.pretrain_updates)
         name = f"reconstruction_{c.phase}_{c.env_steps:09d}"
-        plots.reconstruction_strip(rows, media / f"{name}.png", media / f"{name}.gif",
-                                   title=f"{self.cfg.task} at env step {c.env_steps}: "
-                                         "truth / posterior / prior from frame 0")
+        for view, rows in zip(self.views, strips):
+            media = view.directory / MEDIA_DIR
+            media.mkdir(exist_ok=True)
+            plots.reconstruction_strip(rows, media / f"{name}.png", media / f"{name}.gif",
+                                       title=f"{self.cfg.task} at env step {c.env_steps}: "
+                                             "truth / posterior / prior from frame 0")
 
     # ------------------------------------------------------------------------ checkpoints
 
@@ -577,18 +746,32 @@ class Trainer:
         sums = None
         if self.metric_sum is not None:
             self.mean_metrics()
-            sums = {key: float(value) for key, value in jax.device_get(self.metric_sum).items()}
+            sums = {key: np.asarray(value).tolist()
+                    for key, value in jax.device_get(self.metric_sum).items()}
         c.last_checkpoint = c.env_steps
         c.wall_seconds = self.stopwatch.seconds()
         meta = dict(counters=dataclasses.asdict(c), action_dim=self.action_dim, metric_sum=sums,
-                    metric_weight=self.metric_weight, log_rows=self.log.rows_written,
+                    metric_weight=self.metric_weight, **self.checkpoint_meta(),
                     identity=self.cfg.identity())
         return self.checkpoints.save(self.state, self.replay, meta)
+
+    def checkpoint_meta(self) -> dict:
+        """The rows each seed's log holds (and, for several seeds, their own counters)."""
+        return dict(log_rows=self.views[0].log.rows_written)
 
     def request_stop(self, signum, _frame) -> None:
         """SIGINT/SIGTERM: finish the current step, save, exit; a second SIGINT kills."""
         self.stop_signal = signum
         signal.signal(signum, signal.SIG_DFL)
+
+
+def trainer_class(cfg: ExperimentConfig) -> type[Trainer]:
+    """Trainer for one seed, SeedsTrainer (`slacjax.seeds`) for `seeds` > 1."""
+    if cfg.seeds == 1:
+        return Trainer
+    from slacjax.seeds import SeedsTrainer
+
+    return SeedsTrainer
 
 
 def run(cfg: ExperimentConfig) -> int:
@@ -602,14 +785,16 @@ def run(cfg: ExperimentConfig) -> int:
     if cfg.overwrite and run_dir.exists():
         clear_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, run_dir)
+    trainer = trainer_class(cfg)(cfg, run_dir)
     previous = {signum: signal.signal(signum, trainer.request_stop)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         trainer.start(resume)
         platform = jax.devices()[0].platform
         if not resume:
-            print(f"run dir {run_dir}: {cfg.task}, seed {cfg.seed}, {cfg.env_steps} env steps on "
+            seeds = (f"seed {cfg.seed}" if cfg.seeds == 1 else
+                     f"seeds {cfg.seed}-{cfg.seed + cfg.seeds - 1} in one process")
+            print(f"run dir {run_dir}: {cfg.task}, {seeds}, {cfg.env_steps} env steps on "
                   f"{platform}", flush=True)
         if platform == "cpu" and cfg.env_steps > 10_000:
             print("training on CPU is slow (about a second per update): see the ETA", flush=True)

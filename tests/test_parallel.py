@@ -5,8 +5,10 @@ a script in a child process (`XLA_FLAGS=--xla_force_host_platform_device_count=4
 child exchange the initial state and the results as .npz files, so each program compiles once.
 """
 
+import functools
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slacjax import parallel, replay as replay_lib, update
+from slacjax import networks, parallel, replay as replay_lib, update
 from slacjax.config import AgentConfig
 from tests.helpers import ACTION_DIM
 from tests.test_update import filled_replay
@@ -40,6 +42,17 @@ def load_tree(path, like):
 
 def weights(state):
     return state.params, state.target_critic, state.log_alpha
+
+
+def assert_updates_close(got: update.TrainState, expected: update.TrainState) -> None:
+    """The same update with sums in another order (sharded, or convolutions computed otherwise)."""
+    # Adam's moments hold the gradients themselves: they must match closely.
+    chex.assert_trees_all_close(got.opt_state, expected.opt_state, rtol=1e-4, atol=1e-5)
+    # Adam's first step moves a weight by about ±lr whatever its gradient's size, so a gradient
+    # that is zero up to summation order may flip sign: weights may differ by up to 2·lr.
+    max_lr = max(CFG.lr_latent, CFG.lr_actor, CFG.lr_critic, CFG.lr_alpha)
+    chex.assert_trees_all_close(weights(got), weights(expected), rtol=1e-4, atol=2.5 * max_lr)
+    chex.assert_trees_all_equal((got.step, got.key), (expected.step, expected.key))
 
 
 def abstract_state():
@@ -82,6 +95,80 @@ def test_vmapped_seeds_equal_separate_updates(seeds, separate):
                                     atol=1e-4)
 
 
+# (kernel, stride, padding) of every convolution the encoder and the phase-split decoder run.
+CONV_LAYERS = [(5, 2, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1))), (4, 1, ((0, 0), (0, 0))),
+               (2, 1, ((0, 1), (0, 1))), (3, 1, ((1, 1), (1, 1)))]
+
+
+def conv_layers_loss(conv, x, kernels):
+    """Every layer of CONV_LAYERS on x [B, 8, 8, 3], summed through a nonlinearity."""
+    return sum(jnp.sum(jnp.sin(conv(x, kernel, (stride, stride), padding)))
+               for kernel, (_, stride, padding) in zip(kernels, CONV_LAYERS))
+
+
+@pytest.mark.parametrize("strategy", networks.SEED_CONVS)
+def test_seed_convs_equal_lax_conv_per_seed_with_gradients(strategy):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(SEEDS, 2, 8, 8, 3)), jnp.float32)
+    kernels = [jnp.asarray(rng.normal(size=(SEEDS, k, k, 3, 4)), jnp.float32)
+               for k, _, _ in CONV_LAYERS]
+    grad = jax.value_and_grad(lambda x, kernels: conv_layers_loss(networks.conv2d, x, kernels),
+                              argnums=(0, 1))
+
+    def seeds(x, kernels):
+        with networks.seed_conv_strategy(strategy):
+            return jax.vmap(grad)(x, kernels)
+
+    program = jax.jit(seeds).lower(x, kernels)
+    got = program.compile()(x, kernels)
+    expected = [jax.value_and_grad(functools.partial(conv_layers_loss, networks.lax_conv),
+                                   argnums=(0, 1))(x[i], [k[i] for k in kernels])
+                for i in range(SEEDS)]
+    chex.assert_trees_all_close(got, parallel.stack_seeds(expected), rtol=1e-4, atol=1e-4)
+    hlo = program.as_text()
+    groups = re.findall(r"(?:feature|batch)_group_count = (\d+)", hlo)
+    if strategy == "loop":  # plain convolutions, one per seed, forward and both gradients
+        assert groups and set(groups) == {"1"} and hlo.count("convolution(") == 3 * SEEDS * 5
+    if strategy == "patches":
+        assert "convolution(" not in hlo
+
+
+def test_seed_conv_strategy_is_scoped_and_single_seed_uses_lax():
+    frames = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    params = jax.eval_shape(networks.Encoder().init, jax.random.PRNGKey(0), frames)
+    with networks.seed_conv_strategy("loop"):
+        assert "custom_vjp" in str(jax.make_jaxpr(networks.Encoder().apply)(params, frames))
+    jaxpr = str(jax.make_jaxpr(networks.Encoder().apply)(params, frames))
+    assert "conv_general_dilated" in jaxpr and "custom_v" not in jaxpr  # custom_vjp / _vmap
+    with pytest.raises(ValueError, match="seed_conv"):
+        with networks.seed_conv_strategy("depthwise"):
+            pass
+
+
+@pytest.fixture(scope="module")
+def separate_pretrain(seeds):
+    """Each seed's latent-only update on its own: [(state, metrics)]."""
+    states, replays = seeds
+    return [update.pretrain_steps(parallel.take_seed(states, i), parallel.take_seed(replays, i),
+                                  CFG, 1) for i in range(SEEDS)]
+
+
+# The fused test above runs the default strategy, and "grouped" is vmap's own rule (the conv
+# test covers it); the rest run the latent update, where every convolution's gradient is, at
+# one compile (~40 s on a CPU) each.
+@pytest.mark.parametrize("strategy", [name for name in networks.SEED_CONVS
+                                      if name not in (parallel.DEFAULT_SEED_CONV, "grouped")])
+def test_vmapped_seeds_pretrain_equals_separate_with_each_seed_conv(seeds, separate_pretrain,
+                                                                     strategy):
+    states, replays = seeds
+    states = jax.tree.map(jnp.copy, states)
+    got, metrics = parallel.pretrain_steps_seeds(states, replays, CFG, 1, seed_conv=strategy)
+    for i, (state, seed_metrics) in enumerate(separate_pretrain):
+        assert_updates_close(parallel.take_seed(got, i), state)
+        chex.assert_trees_all_close(parallel.take_seed(metrics, i), seed_metrics, rtol=1e-4,
+                                    atol=1e-4)
+
+
 def test_add_seeds_writes_each_ring():
     replays = parallel.init_replays(SEEDS, 16, ACTION_DIM)
     frames = np.stack([np.full((64, 64, 3), seed, np.uint8) for seed in range(SEEDS)])
@@ -112,13 +199,7 @@ def test_sharded_update_equals_unsharded(seeds, separate, tmp_path):
     got = load_tree(tmp_path / "sharded_state.npz", state)
     chex.assert_trees_all_close(load_tree(tmp_path / "sharded_metrics.npz", metrics), metrics,
                                 rtol=1e-4, atol=1e-4)
-    # Adam's moments hold the gradients themselves: the all-reduced sum must match closely.
-    chex.assert_trees_all_close(got.opt_state, state.opt_state, rtol=1e-4, atol=1e-5)
-    # Adam's first step moves a weight by about ±lr whatever its gradient's size, so a gradient
-    # that is zero up to summation order may flip sign: weights may differ by up to 2·lr.
-    max_lr = max(CFG.lr_latent, CFG.lr_actor, CFG.lr_critic, CFG.lr_alpha)
-    chex.assert_trees_all_close(weights(got), weights(state), rtol=1e-4, atol=2.5 * max_lr)
-    chex.assert_trees_all_equal((got.step, got.key), (state.step, state.key))
+    assert_updates_close(got, state)
 
 
 def run_sharded(folder: pathlib.Path) -> None:

@@ -25,15 +25,19 @@ def check_overrides(overrides: dict) -> None:
         )
 
 
-def make(task: str, seed: int = 0, **overrides):
+def make(task: str, seed: int = 0, max_episode_steps: int | None = None, **overrides):
     """Builds the Gymnasium env of `task`, seeded with `seed`.
 
     overrides (defaults from the task table): action_repeat, image_size (64),
     render_quality ('default' = the suite's look; 'fast' = no multisampling, shadows or
     reflections), camera (DMC: id or name; Gymnasium: camera name, None = tracking camera).
-    Returns a `PixelEnv`: observations (image_size, image_size, 3) uint8, actions in [-1, 1]^A.
+    max_episode_steps: a cap on an episode's agent steps (truncation) below the task's own.
+    Returns a `PixelEnv` (in a `TimeLimit` if capped): observations (image_size, image_size, 3)
+    uint8, actions in [-1, 1]^A.
     Raises ValueError for an unknown task (naming the closest) or override.
     """
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
     spec = tasks.get_task(task)
     check_overrides(overrides)
     settings = dict(
@@ -53,4 +57,9 @@ def make(task: str, seed: int = 0, **overrides):
         from slacjax.envs.gym_mujoco import GymMujocoSimulator
 
         simulator = GymMujocoSimulator(spec.domain, seed, *render_args)
-    return PixelEnv(simulator, settings["action_repeat"], settings["image_size"], seed)
+    env = PixelEnv(simulator, settings["action_repeat"], settings["image_size"], seed)
+    if max_episode_steps is None:
+        return env
+    import gymnasium
+
+    return gymnasium.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)

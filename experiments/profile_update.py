@@ -144,8 +144,8 @@ def main(argv=None) -> dict:
 
     device = jax.devices()[0]
     result = {"device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__,
-              "what": args.what, "call": args.call, "dtype": args.dtype, "scan": args.scan, "updates": updates,
-              "wall_ms_per_update": round(wall_s * 1e3 / args.scan, 4),
+              "what": args.what, "call": args.call, "dtype": args.dtype, "scan": args.scan,
+              "updates": updates, "wall_ms_per_update": round(wall_s * 1e3 / args.scan, 4),
               "traced_s": round(traced_s, 3), **summary}
     print(f"{args.what} update, {args.dtype}, {args.scan} per call, {updates} updates traced on "
           f"{result['device']}: {result['wall_ms_per_update']:.3f} ms per update (wall)")

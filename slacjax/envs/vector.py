@@ -28,9 +28,9 @@ def make_vector(task: str, num_envs: int, seed: int = 0, max_episode_steps: int 
     Workers start with "spawn", never "fork": a forked child would inherit this process's
     JAX threads and GL contexts, neither of which survives a fork. Each worker imports
     slacjax through the pickled `functools.partial(make_in_worker, ...)` (spawn passes
-    `sys.path`) and inherits `MUJOCO_GL`. Observations are batched (num_envs, S, S, 3) uint8. Gymnasium's
-    default autoreset applies: the step after an episode ends resets that env and returns
-    its first frame with reward 0 and both flags False.
+    `sys.path`) and inherits `MUJOCO_GL`. Observations are batched (num_envs, S, S, 3) uint8.
+    Gymnasium's default autoreset applies: the step after an episode ends resets that env and
+    returns its first frame with reward 0 and both flags False.
     Note: AsyncVectorEnv builds one env in this process to read the spaces; it never renders,
     so no GL context is made here.
     """

@@ -23,7 +23,7 @@ run: setup
 	$(PY) -m experiments.run task=cheetah_run $(ARGS)
 
 test: setup
-	$(PY) -m pytest -n 2 $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
 
 smoke: setup
 	$(PY) -m experiments.run preset=smoke $(ARGS)

@@ -129,6 +129,12 @@ class TrainConfig:
     # curve and media go to <run_dir>/seed<seed + s>/; one checkpoint holds all of them.
     # 1: the single-seed trainer and run dir.
     seeds: int = 1
+    # One agent's update on several devices, data parallel: "all" local devices or a count of
+    # them. Each sampled batch is split over the devices (batch_sac and batch_latent must
+    # divide by their number), the state and the replay are copied on each; the results equal
+    # one device's up to the order of floating-point sums. Not part of a run's identity: a run
+    # may resume on another number of devices.
+    devices: str = "1"
     run_dir: str = "runs/${task}/${seed_dir:${seed},${seeds}}"  # e.g. seed0, or seeds0-4
     overwrite: bool = False
     env_steps: int = 1_000_000  # total, random collection included
@@ -143,7 +149,8 @@ class TrainConfig:
     eval_episodes: int = 10  # per policy: stochastic and greedy each
     # Evaluation episodes run this many at a time, each env in a worker process, one batched
     # policy call per step; 1 runs them one after another in this process. None: as many as
-    # the CPU cores allow (cores − 2, at most eval_episodes), so 1 on a 2-core machine.
+    # the CPU cores allow (cores − 2), so 1 on a 2-core machine. Never more than there are
+    # episodes: eval_episodes, times `seeds` (all seeds' episodes run side by side).
     eval_envs: typing.Optional[int] = None
     log_every: int = 1_000  # env steps; also the period of the NaN/inf check
     pretrain_log_every: int = 1_000  # latent updates
@@ -171,6 +178,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) > 0):
+            raise ValueError(f"devices must be 'all' or a positive count, got {self.devices!r}")
+        if self.seeds > 1 and self.devices != "1":
+            raise ValueError("seeds > 1 runs on one device: devices=1 (several seeds on "
+                             "several devices are separate runs, e.g. a sweep)")
         if self.render_quality not in ("default", "fast"):
             raise ValueError(f"render_quality must be default or fast, got {self.render_quality!r}")
         if self.collect_agent_steps * self.repeat > self.env_steps:

@@ -1,9 +1,10 @@
 """Running the policy in environments: one episode in this process, or a batch of episodes side
-by side in worker processes with one batched policy call per step.
+by side in worker processes with one batched policy call per step (`run_episode_batches`: any
+number of episodes, of one agent or of several agents' stacked params, in batches).
 
 Every episode has its own reset seed and its own action key (`root_key`, folded with the step
-index), so an episode's return does not depend on whether it ran alone or in a batch (up to
-the float rounding of a batched network call).
+index), so an episode's return does not depend on whether it ran alone or in a batch, nor on
+which episodes shared its batch (up to the float rounding of a batched network call).
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ def run_episode(env, params, agent_cfg: AgentConfig, key, greedy: bool, reset_se
 
 
 def run_episodes(vector_env, params, agent_cfg: AgentConfig, keys: jax.Array, greedy: bool,
-                 reset_seeds) -> np.ndarray:
+                 reset_seeds, stacked_params: bool = False) -> np.ndarray:
     """One episode in each env of a vector env, stepped in lockstep -> returns [N].
 
-    keys [N, 2] and reset_seeds (N ints) are the episodes' own, as `run_episode` takes them.
-    An env whose episode has ended keeps being stepped (the vector env resets it) until every
-    episode has ended; what it does then is not counted.
+    keys [N, 2] and reset_seeds (N ints) are the episodes' own, as `run_episode` takes them;
+    `params` one agent's, or with `stacked_params` N agents' stacked [N, ·] (env i's episode
+    acts with agent i). An env whose episode has ended keeps being stepped (the vector env
+    resets it) until every episode has ended; what it does then is not counted.
     """
     count = vector_env.num_envs
     if len(reset_seeds) != count or keys.shape[0] != count:
@@ -99,10 +101,42 @@ def run_episodes(vector_env, params, agent_cfg: AgentConfig, keys: jax.Array, gr
     step = 0
     while running.any():
         actions = np.asarray(policy_actions(params, histories, keys, np.int32(step), greedy,
-                                            agent_cfg))
+                                            agent_cfg, stacked_params=stacked_params))
         obs, rewards, terminated, truncated, _ = vector_env.step(actions)
         totals += np.where(running, rewards, 0.0)
         running &= ~(terminated | truncated)
         histories = push_histories(histories, actions, obs)
         step += 1
     return totals
+
+
+def run_episode_batches(env, params, agent_cfg: AgentConfig, keys: jax.Array, greedy: bool,
+                        reset_seeds, agents=None) -> np.ndarray:
+    """N episodes, each with its own key (keys [N, 2]) and reset seed -> their returns [N].
+
+    A single env runs them one after another in this process (`run_episode`); a vector env of M
+    envs runs them M at a time (`run_episodes`), a last partial batch padded with repeats of
+    the last episode, whose returns are dropped. `params`: one agent's for every episode, or
+    with `agents` (N indices) several agents' stacked [A, ·], episode i acting with agent
+    agents[i], so the seeds of a multi-seed run share batches.
+    """
+    import gymnasium  # already loaded: `env` exists
+
+    def params_for(episode_indices):
+        if agents is None:
+            return params
+        # A copy per env of a batch: the vmapped policy takes each env's agent along the batch.
+        chosen = np.asarray(agents)[episode_indices]
+        return jax.tree.map(lambda leaf: leaf[chosen], params)
+
+    count = len(reset_seeds)
+    reset_seeds = np.asarray(reset_seeds)
+    if not isinstance(env, gymnasium.vector.VectorEnv):
+        return np.array([run_episode(env, params_for(index), agent_cfg, keys[index], greedy,
+                                     int(reset_seeds[index]))[0] for index in range(count)])
+    width = env.num_envs
+    padded = np.minimum(np.arange(-(-count // width) * width), count - 1)
+    returns = [run_episodes(env, params_for(batch), agent_cfg, keys[batch], greedy,
+                            reset_seeds[batch], stacked_params=agents is not None)
+               for batch in padded.reshape(-1, width)]
+    return np.concatenate(returns)[:count] if returns else np.zeros(0)

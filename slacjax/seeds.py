@@ -23,6 +23,12 @@ agent step, the others go on. The run's clock `env_steps` advances per agent ste
 most env steps any seed took (the action repeat, unless every seed's episode ended inside
 it); progress, rows, evaluation and the end of training follow that clock.
 
+Evaluation runs every seed's episodes side by side: one pool of `eval_env_count` envs (no more
+workers than a single-seed run starts; see `trainer.eval_env_count`) and one policy call per
+step, each env acting with its episode's seed. Each episode keeps its own reset seed and key
+(stream (S + s, 2, evaluation, greedy, episode)), so a seed's returns are those it would get
+evaluated alone, up to the float rounding of the batched policy.
+
 Periodic checkpoints are taken at an agent step where every seed's episode has just ended
 (always so on DMC, whose episodes all have the same length); if that has not happened by the
 next multiple of `checkpoint_every`, it is taken there, mid-episode, and a run resumed from
@@ -81,6 +87,12 @@ def _reconstruct_seeds(latent_params, replays, keys, cfg: AgentConfig):
     return jax.vmap(one)(latent_params, replays, keys)
 
 
+def abstract_states(agent_cfg: AgentConfig, action_dim: int, num_seeds: int):
+    """The stacked TrainStates' shapes and dtypes, without computing them (for restoring)."""
+    keys = jax.ShapeDtypeStruct((num_seeds, 2), jnp.uint32)
+    return jax.eval_shape(functools.partial(parallel.init_states, agent_cfg, action_dim), keys)
+
+
 class SeedsTrainer(Trainer):
     """`cfg.seeds` agents trained side by side: Trainer's protocol, state and replay stacked."""
 
@@ -114,9 +126,7 @@ class SeedsTrainer(Trainer):
                                             self.action_dim, self.agent_cfg.image_size)
 
     def abstract_trees(self, action_dim: int) -> tuple:
-        keys = jax.ShapeDtypeStruct((len(self.seeds), 2), jnp.uint32)
-        state = jax.eval_shape(functools.partial(parallel.init_states, self.agent_cfg,
-                                                 action_dim), keys)
+        state = abstract_states(self.agent_cfg, action_dim, len(self.seeds))
         replay = jax.eval_shape(functools.partial(
             parallel.init_replays, len(self.seeds), self.cfg.replay_capacity, action_dim,
             self.agent_cfg.image_size))
@@ -224,8 +234,8 @@ class SeedsTrainer(Trainer):
 
     # ------------------------------------------------------------------------ evaluation
 
-    def params_of(self, view: SeedView):
-        return parallel.take_seed(self.state.params, view.index)
+    def eval_params(self) -> tuple:
+        return self.state.params, True
 
     def plot_seeds(self) -> None:
         plots.seeds_learning_curve(

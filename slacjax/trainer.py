@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import OmegaConf
 
-from slacjax import checkpoint, episodes, logger, plots, update
+from slacjax import checkpoint, episodes, logger, parallel, plots, update
 from slacjax import latent as latent_lib
 from slacjax import replay as replay_lib
 from slacjax.config import AgentOverrides, ExperimentConfig
@@ -196,11 +196,42 @@ def run_keys(seed: int) -> tuple[jax.Array, ...]:
     return tuple(jax.random.split(jax.random.PRNGKey(seed), 4))
 
 
+def side_by_side(episodes: int, envs: int | None) -> int:
+    """How many of `episodes` run side by side: `envs`, or what the cores allow (cores − 2);
+    at least 1, at most `episodes`."""
+    wanted = (os.cpu_count() or 1) - 2 if envs is None else envs
+    return max(1, min(wanted, episodes))
+
+
 def eval_env_count(cfg: ExperimentConfig) -> int:
-    """How many evaluation episodes run side by side (`eval_envs`, or what the cores allow)."""
-    if cfg.eval_envs is not None:
-        return min(cfg.eval_envs, cfg.eval_episodes)
-    return max(1, min(cfg.eval_episodes, (os.cpu_count() or 1) - 2))
+    """How many evaluation episodes run side by side, all seeds' together (`eval_envs`, or
+    what the cores allow): a multi-seed run starts no more env workers than one seed."""
+    return side_by_side(cfg.seeds * cfg.eval_episodes, cfg.eval_envs)
+
+
+def make_eval_env(cfg: ExperimentConfig, count: int):
+    """`count` evaluation envs with the run's settings: for 1, one in this process (episodes
+    one after another), else a vector env of `count` worker processes."""
+    if count == 1:
+        return make_env(cfg)
+    from slacjax import envs
+
+    return envs.make_vector(cfg.task, count, seed=cfg.seed, **env_settings(cfg))
+
+
+def device_mesh(cfg: ExperimentConfig):
+    """The mesh `devices` asks for, or None for one device; LaunchError if it cannot be had."""
+    if jax.process_count() > 1:
+        raise LaunchError("the launcher trains on one host; across hosts see README (Multi-host)")
+    try:
+        mesh = parallel.make_mesh(len(jax.local_devices()) if cfg.devices == "all"
+                                  else int(cfg.devices))
+        if mesh.size > 1:
+            parallel.check_divisible(cfg.agent_config(), mesh)
+            parallel.check_divisible(cfg.agent_config(), mesh, latent_only=True)
+    except ValueError as error:
+        raise LaunchError(f"devices={cfg.devices}: {error}") from error
+    return mesh if mesh.size > 1 else None
 
 
 def abstract_state(agent_cfg, action_dim: int):
@@ -255,6 +286,10 @@ class AheadOfTime:
             self.programs[name].result()
 
     def close(self) -> None:
+        """Drops warm-ups not yet started and waits for one still compiling (XLA cannot stop
+        a compile; the interpreter would wait for its thread at exit anyway)."""
+        if any(program.running() for program in self.programs.values()):
+            print("waiting for a background compile to finish before exiting", flush=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -303,7 +338,7 @@ class Trainer:
     The hooks a multi-seed run (`slacjax.seeds.SeedsTrainer`) overrides are the update steps,
     the envs and what is kept per seed: `seed_views`, `make_envs`, `init_training`,
     `abstract_trees`, `random_action`, `policy_action`, `begin_episode_if_needed`, `step_env`,
-    `end_episodes`, `seed_metrics`, `episode_returns`, `params_of`, `reconstruction_strips`,
+    `end_episodes`, `seed_metrics`, `episode_returns`, `eval_params`, `reconstruction_strips`,
     `plot_seeds`, `checkpoint_meta` / `restore_meta` and `wandb_settings`.
     """
 
@@ -337,6 +372,11 @@ class Trainer:
         self.stopwatch = None
         self.rate_mark = (time.monotonic(), 0)
         self.compiler = AheadOfTime()
+        self.mesh = device_mesh(cfg)
+        if self.mesh is not None:
+            self.pretrain_steps = functools.partial(parallel.pretrain_steps_sharded,
+                                                    mesh=self.mesh)
+            self.train_steps = functools.partial(parallel.train_steps_sharded, mesh=self.mesh)
 
     # ------------------------------------------------------------------ setup and teardown
 
@@ -357,6 +397,10 @@ class Trainer:
         else:
             for view, rows in zip(self.views, np.atleast_1d(meta["log_rows"])):
                 view.log.truncate(int(rows))
+        if self.mesh is not None:
+            # A copy on every device; the host loop's adds, acts and pictures then run on
+            # all of them alike, and only the sampled batches are split.
+            self.state, self.replay = parallel.replicate((self.state, self.replay), self.mesh)
         self.compile_ahead()
         self.stopwatch = logger.Stopwatch(self.counters.wall_seconds)
         self.rate_mark = (time.monotonic(), self.counters.env_steps)
@@ -658,8 +702,7 @@ class Trainer:
         rows = [dict(phase="eval", env_step=c.env_steps, agent_step=c.agent_steps)
                 for _ in self.views]
         for mode, greedy in (("stochastic", False), ("greedy", True)):
-            for view, row in zip(self.views, rows):
-                returns = self.eval_returns(greedy, view)
+            for row, returns in zip(rows, self.eval_returns(greedy)):
                 row[f"return_{mode}"] = float(np.mean(returns))
                 row[f"return_{mode}_std"] = float(np.std(returns))
         seconds = round(time.monotonic() - started, 3)
@@ -679,42 +722,30 @@ class Trainer:
     def plot_seeds(self) -> None:
         """The curve of all seeds together (a multi-seed run's)."""
 
-    def params_of(self, view: SeedView):
-        """The policy and model parameters of the seed of `view`."""
-        return self.state.params
+    def eval_params(self) -> tuple:
+        """The parameters evaluation acts with -> (params, stacked): the agent's, or (stacked)
+        the seeds' along a leading [N] axis, view.index being a seed's place."""
+        return self.state.params, False
 
-    def eval_returns(self, greedy: bool, view: SeedView) -> list[float]:
-        """The returns of `eval_episodes` episodes of the seed of `view`, `eval_env_count` at
-        a time.
+    def eval_returns(self, greedy: bool) -> list[list[float]]:
+        """Per seed (view), the returns of its `eval_episodes` episodes: all seeds' episodes
+        side by side, `eval_env_count` at a time (`episodes.run_episode_batches`).
 
-        Episode e of evaluation n has the reset seed and key of stream (seed, 2, n, greedy, e)
-        however many run side by side; a last, partial batch is filled with spare episodes
-        whose returns are dropped.
+        Episode e of evaluation n of a seed has the reset seed and key of stream (its seed, 2,
+        n, greedy, e) however many run side by side and whichever seeds share a batch.
         """
-        count = eval_env_count(self.cfg)
         if self.eval_env is None:
-            if count == 1:
-                self.eval_env = make_env(self.cfg)
-            else:
-                from slacjax import envs
-
-                self.eval_env = envs.make_vector(self.cfg.task, count, seed=self.cfg.seed,
-                                                 **env_settings(self.cfg))
-        episodes_ = self.cfg.eval_episodes
-        streams = [stream_seed(view.seed, 2, self.counters.evals, int(greedy), episode)
-                   for episode in range(-(-episodes_ // count) * count)]
-        keys = episodes.episode_keys(view.eval_key, streams)
-        params = self.params_of(view)
-        if count == 1:
-            return [episodes.run_episode(self.eval_env, params, self.agent_cfg, keys[index],
-                                         greedy, streams[index])[0]
-                    for index in range(episodes_)]
-        returns = []
-        for start in range(0, len(streams), count):
-            returns.extend(episodes.run_episodes(
-                self.eval_env, params, self.agent_cfg, keys[start:start + count], greedy,
-                streams[start:start + count]))
-        return [float(value) for value in returns[:episodes_]]
+            self.eval_env = make_eval_env(self.cfg, eval_env_count(self.cfg))
+        count = self.cfg.eval_episodes
+        streams = [[stream_seed(view.seed, 2, self.counters.evals, int(greedy), episode)
+                    for episode in range(count)] for view in self.views]
+        keys = jnp.concatenate([episodes.episode_keys(view.eval_key, view_streams)
+                                for view, view_streams in zip(self.views, streams)])
+        params, stacked = self.eval_params()
+        agents = np.repeat([view.index for view in self.views], count) if stacked else None
+        returns = episodes.run_episode_batches(self.eval_env, params, self.agent_cfg, keys,
+                                               greedy, np.concatenate(streams), agents)
+        return returns.reshape(len(self.views), count).tolist()
 
     def reconstruction_strips(self, step: int) -> list[np.ndarray]:
         """Per seed, one replay sequence's truth / posterior / prior rows (`plots.strip_rows`),
@@ -783,10 +814,10 @@ def run(cfg: ExperimentConfig) -> int:
     """
     run_dir, resume = prepare_run_dir(cfg)
     ensure_gl()
+    trainer = trainer_class(cfg)(cfg, run_dir)
     if cfg.overwrite and run_dir.exists():
         clear_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = trainer_class(cfg)(cfg, run_dir)
     previous = {signum: signal.signal(signum, trainer.request_stop)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -795,8 +826,9 @@ def run(cfg: ExperimentConfig) -> int:
         if not resume:
             seeds = (f"seed {cfg.seed}" if cfg.seeds == 1 else
                      f"seeds {cfg.seed}-{cfg.seed + cfg.seeds - 1} in one process")
+            devices = "" if trainer.mesh is None else f" ×{trainer.mesh.size}"
             print(f"run dir {run_dir}: {cfg.task}, {seeds}, {cfg.env_steps} env steps on "
-                  f"{platform}", flush=True)
+                  f"{platform}{devices}", flush=True)
         if platform == "cpu" and cfg.env_steps > 10_000:
             print("training on CPU is slow (about a second per update): see the ETA", flush=True)
         return trainer.run()

@@ -8,3 +8,22 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_REPO / ".jax_cache"))
 os.environ.setdefault("MUJOCO_GL", "egl")
+# The tests compile many programs and run each a few times on tiny batches: LLVM's
+# optimisations cost more compile time than they save at run time (the bench's tiny update:
+# 43 s to compile, 0.18 s to run at the default level; 30 s and 0.31 s without them). Not so
+# for convolutions inside a loop: a 2-update `lax.scan` step runs in 39 s instead of 3.4 s,
+# so the tests call scanned steps rarely.
+# Subprocesses inherit it (add flags with `tests.helpers.xla_flags`).
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `slow(seconds)` (minutes of compiling on a CPU) start first, longest first,
+    so that the workers of `pytest -n 2` do not end with one of them alone on a long test."""
+    def expected_seconds(item):
+        marker = item.get_closest_marker("slow")
+        return marker.args[0] if marker else 0
+
+    items.sort(key=expected_seconds, reverse=True)

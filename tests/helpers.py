@@ -1,5 +1,7 @@
 """Shared tiny configurations and data for the core tests (2 × 9 frames, as CPU JAX allows)."""
 
+import os
+
 import jax
 import numpy as np
 
@@ -26,3 +28,8 @@ def smooth_batch(seed: int, batch_size: int = 2, steps: int = 8, action_dim: int
 
 def to_device(batch: Batch) -> Batch:
     return jax.tree.map(jax.numpy.asarray, batch)
+
+
+def xla_flags(*flags: str) -> str:
+    """This process's XLA_FLAGS with `flags` added (for a child process's environment)."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()

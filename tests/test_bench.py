@@ -7,6 +7,7 @@ import pytest
 from experiments import bench
 
 
+@pytest.mark.slow(70)
 def test_bench_prints_a_json_last_line_without_recompiling(capsys):
     result = bench.main(["--batch-sac", "2", "--batch-latent", "2", "--iters", "2", "--warmup",
                          "1", "--capacity", "600", "--action-dim", "3"])

@@ -50,10 +50,13 @@ def test_smoke_preset_is_tiny_and_overridable():
     ("agent.batch_sac=0", "batch_sac must be positive"),
     ("render_quality=ultra", "render_quality must be default or fast"),
     ("preset=nope", "available: smoke"),
+    ("devices=0", "devices must be 'all' or a positive count"),
+    ("devices=some", "devices must be 'all' or a positive count"),
+    ("seeds=2 devices=all", "seeds > 1 runs on one device"),
 ])
 def test_bad_overrides_are_one_line(override, expected):
     with pytest.raises(USER_ERRORS) as raised:
-        validate([override], multirun=False)
+        validate(override.split(), multirun=False)
     line = error_line(raised.value)
     assert expected in line
     assert "\n" not in line

@@ -72,15 +72,28 @@ def final_checkpoint(run_dir: Path):
         checkpoints.close()
 
 
-def make_run_dir(run_dir: Path) -> Path:
-    """A smoke run dir holding its config and one checkpoint (of the untrained agent)."""
-    cfg = experiment_config([*SMOKE, f"run_dir={run_dir}"])
+def start_without_compiling(cfg, run_dir: Path, resume: bool = False) -> trainer.Trainer:
+    """The run's trainer, started, without the background compile of the update steps (for
+    tests that never update: on a CPU it costs a minute)."""
+    trainer.ensure_gl()
+    trainer_ = trainer.trainer_class(cfg)(cfg, run_dir)
+    trainer_.compile_ahead = lambda: None
+    try:
+        trainer_.start(resume=resume)
+    except BaseException:
+        trainer_.close()
+        raise
+    return trainer_
+
+
+def make_run_dir(run_dir: Path, *overrides: str) -> Path:
+    """A smoke run dir (with `overrides`) holding its config and one checkpoint of the
+    untrained agent(s)."""
+    cfg = experiment_config([*SMOKE, *overrides, f"run_dir={run_dir}"])
     trainer.prepare_run_dir(cfg)
     run_dir.mkdir(parents=True)
-    trainer.ensure_gl()
-    run_ = trainer.Trainer(cfg, run_dir)
+    run_ = start_without_compiling(cfg, run_dir)
     try:
-        run_.start(resume=False)
         run_.save_checkpoint()
     finally:
         run_.close()
@@ -120,6 +133,8 @@ def check_finished_smoke_run(run_dir: Path, stdout: str) -> None:
     assert int(replay.size) == 30 + 10 + 4  # transitions + episode-start frames
 
 
+@pytest.mark.slow(150)
+@pytest.mark.xdist_group("smoke_programs")
 def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
     """One uninterrupted smoke run (every phase), then the same run SIGKILLed after its first
     checkpoint (the end of pretraining) and rerun: it resumes and logs the same numbers."""
@@ -160,6 +175,7 @@ def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
         assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), tree, tree_a))
 
 
+@pytest.mark.xdist_group("smoke_programs")
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(command("experiments.run", *SMOKE, f"run_dir={run_dir}"),
@@ -276,10 +292,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = experiment_config([*SMOKE, f"run_dir={tmp_path / 'run'}"])
     run_dir, _ = trainer.prepare_run_dir(cfg)
     run_dir.mkdir()
-    trainer.ensure_gl()
-    trainer_ = trainer.Trainer(cfg, run_dir)
+    trainer_ = start_without_compiling(cfg, run_dir)
     try:
-        trainer_.start(resume=False)
         trainer_.collect()
         good = trainer_.save_checkpoint()
         trainer_.accumulate({"latent_loss": jnp.float32(1.0), "critic_loss": jnp.float32(jnp.nan)},

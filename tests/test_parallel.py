@@ -20,7 +20,7 @@ import pytest
 
 from slacjax import networks, parallel, replay as replay_lib, update
 from slacjax.config import AgentConfig
-from tests.helpers import ACTION_DIM
+from tests.helpers import ACTION_DIM, xla_flags
 from tests.test_update import filled_replay
 
 CFG = AgentConfig(batch_sac=4, batch_latent=2)  # a sampled batch of 4: one sequence per device
@@ -186,11 +186,13 @@ def test_mesh_rejects_batches_that_do_not_split():
         parallel.make_mesh(len(jax.local_devices()) + 1)
 
 
+@pytest.mark.slow(90)
 def test_sharded_update_equals_unsharded(seeds, separate, tmp_path):
     states, replays = seeds
     save_tree(tmp_path / "state.npz", parallel.take_seed(states, 0))
     save_tree(tmp_path / "replay.npz", parallel.take_seed(replays, 0))
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
+    env = dict(os.environ,
+               XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={DEVICES}"),
                JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     child = subprocess.run([sys.executable, "-m", "tests.test_parallel", str(tmp_path)], env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -1,5 +1,8 @@
 """SAC losses: stop-gradient to the model, target arithmetic, temperature direction, fitting."""
 
+import functools
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,27 +42,31 @@ def test_sac_losses_give_exactly_zero_gradient_to_the_latent_model():
         assert jnp.all(leaf == 0.0)
 
 
-def test_critic_target_arithmetic():
-    key = jax.random.PRNGKey(0)
-    z, z_next = jax.random.normal(key, (2, 5, 288))
-    action = jnp.full((5, ACTION_DIM), 0.3)
-    reward = jnp.arange(5.0)
-    terminal = jnp.array([0.0, 1.0, 0.0, 1.0, 0.0])
-    critic = TwinCritic().init(key, z, action)
-    target_critic = jax.tree.map(lambda x: x * 0.5, critic)
-    state = update.init_state(TINY, ACTION_DIM, key)
-    nxt = jax.random.normal(key, (5, update.actor_input_dim(TINY, ACTION_DIM)))
-    alpha, gamma, k = 0.7, 0.9, jax.random.PRNGKey(5)
-    loss, metrics = sac.critic_loss(critic, target_critic, state.params.actor, alpha, z, z_next,
-                                    action, reward, terminal, nxt, k, gamma)
-    a_next, log_pi = sac.sample_action(state.params.actor, nxt, k, ACTION_DIM)
-    tq1, tq2 = TwinCritic().apply(target_critic, z_next, a_next)
-    y = reward + gamma * (1 - terminal) * (np.minimum(tq1, tq2) - alpha * log_pi)
-    q1, q2 = TwinCritic().apply(critic, z, action)
-    np.testing.assert_allclose(metrics["target_q_mean"], y.mean(), rtol=1e-5)
-    np.testing.assert_allclose(loss, 0.5 * np.mean((q1 - y) ** 2) + 0.5 * np.mean((q2 - y) ** 2),
-                               rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(y)[[1, 3]], [1.0, 3.0])  # terminal: no bootstrap
+class TestCriticLoss(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_critic_target_arithmetic(self):
+        key = jax.random.PRNGKey(0)
+        z, z_next = jax.random.normal(key, (2, 5, 288))
+        action = jnp.full((5, ACTION_DIM), 0.3)
+        reward = jnp.arange(5.0)
+        terminal = jnp.array([0.0, 1.0, 0.0, 1.0, 0.0])
+        critic = TwinCritic().init(key, z, action)
+        target_critic = jax.tree.map(lambda x: x * 0.5, critic)
+        state = update.init_state(TINY, ACTION_DIM, key)
+        nxt = jax.random.normal(key, (5, update.actor_input_dim(TINY, ACTION_DIM)))
+        alpha, gamma, k = 0.7, 0.9, jax.random.PRNGKey(5)
+        critic_loss = self.variant(functools.partial(sac.critic_loss, gamma=gamma))
+        loss, metrics = critic_loss(critic, target_critic, state.params.actor, alpha, z, z_next,
+                                    action, reward, terminal, nxt, k)
+        a_next, log_pi = sac.sample_action(state.params.actor, nxt, k, ACTION_DIM)
+        tq1, tq2 = TwinCritic().apply(target_critic, z_next, a_next)
+        y = reward + gamma * (1 - terminal) * (np.minimum(tq1, tq2) - alpha * log_pi)
+        q1, q2 = TwinCritic().apply(critic, z, action)
+        np.testing.assert_allclose(metrics["target_q_mean"], y.mean(), rtol=1e-5)
+        expected = 0.5 * np.mean((q1 - y) ** 2) + 0.5 * np.mean((q2 - y) ** 2)
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(y)[[1, 3]], [1.0, 3.0])  # terminal: no bootstrap
 
 
 def test_polyak_moves_targets_by_tau():

@@ -21,7 +21,7 @@ import pytest
 
 from experiments.run import experiment_config
 from slacjax import checkpoint, episodes, logger, parallel, seeds, trainer
-from tests.test_launcher import CHEETAH_ACTIONS, REPO, command
+from tests.test_launcher import CHEETAH_ACTIONS, REPO, command, start_without_compiling
 
 # 3 collection episodes, 4 pretraining updates, 2 training episodes (env steps 120-200):
 # a periodic checkpoint at env step 160, between them. A small replay keeps checkpoints small.
@@ -38,6 +38,7 @@ def resumed_line(stdout: str) -> re.Match:
     return match
 
 
+@pytest.mark.slow(210)
 def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
     run_dir = tmp_path / "run"
     arguments = command("experiments.run", *TWO_SEEDS, f"run_dir={run_dir}")
@@ -94,18 +95,6 @@ def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
 
 
 # ------------------------------------------------------------------------ in-process parts
-
-
-def start_without_compiling(cfg, run_dir: Path, resume: bool = False) -> trainer.Trainer:
-    """The run's trainer, started; the update steps are not compiled (collection only)."""
-    trainer_ = trainer.trainer_class(cfg)(cfg, run_dir)
-    trainer_.compile_ahead = lambda: None
-    try:
-        trainer_.start(resume=resume)
-    except BaseException:
-        trainer_.close()
-        raise
-    return trainer_
 
 
 def collect(overrides: list[str], run_dir: Path):

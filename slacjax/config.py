@@ -14,6 +14,15 @@ from omegaconf import OmegaConf
 
 from slacjax.tasks import get_task
 
+# How a multi-seed program computes convolutions whose weights differ per seed (the strategies
+# of `slacjax.networks`; they compute the same function). On a CPU, a tiny fused update of 2 / 5
+# seeds costs 1.7× / 3.8× one seed's with "loop", 1.9× / 4.9× with "patches" and 3.5× / 12×
+# with "grouped" (experiments/bench_seed_conv.py). "loop" runs the very convolutions one agent
+# runs (on a GPU: the same cuDNN kernels, no im2col copies). The H100's verdict is pending:
+# `python -m experiments.bench --seeds 5 --seed-conv NAME`.
+SEED_CONVS = ("grouped", "loop", "patches")
+DEFAULT_SEED_CONV = "loop"
+
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
@@ -135,6 +144,9 @@ class TrainConfig:
     # one device's up to the order of floating-point sums. Not part of a run's identity: a run
     # may resume on another number of devices.
     devices: str = "1"
+    # With seeds > 1, how the seeds' convolutions are computed (SEED_CONVS; the same numbers,
+    # different speed): "loop", one ordinary convolution per seed, or "patches" / "grouped".
+    seed_conv: str = DEFAULT_SEED_CONV
     run_dir: str = "runs/${task}/${seed_dir:${seed},${seeds}}"  # e.g. seed0, or seeds0-4
     overwrite: bool = False
     env_steps: int = 1_000_000  # total, random collection included
@@ -180,6 +192,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.devices != "all" and not (self.devices.isdigit() and int(self.devices) > 0):
             raise ValueError(f"devices must be 'all' or a positive count, got {self.devices!r}")
+        if self.seed_conv not in SEED_CONVS:
+            raise ValueError(f"seed_conv must be one of {', '.join(SEED_CONVS)}, got "
+                             f"{self.seed_conv!r}")
         if self.seeds > 1 and self.devices != "1":
             raise ValueError("seeds > 1 runs on one device: devices=1 (several seeds on "
                              "several devices are separate runs, e.g. a sweep)")

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from slacjax.config import SEED_CONVS
+
 glorot = nn.initializers.xavier_uniform()
 LEAKY_SLOPE = 0.2
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -68,7 +70,6 @@ class GaussianHead(nn.Module):
 #   "loop"     under vmap, one ordinary convolution per seed (unrolled), forward and backward.
 #   "patches"  im2col (strided slices, concatenated) + a matmul: under vmap a batched matmul.
 
-SEED_CONVS = ("grouped", "loop", "patches")
 _SEED_CONV: contextvars.ContextVar[str] = contextvars.ContextVar("seed_conv", default="grouped")
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 

@@ -47,7 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from slacjax import networks
 from slacjax import replay as replay_lib
 from slacjax import update
-from slacjax.config import AgentConfig
+from slacjax.config import DEFAULT_SEED_CONV, AgentConfig
 
 DATA_AXIS = "data"
 
@@ -95,13 +95,6 @@ def _add_if(replay: replay_lib.Replay, frame, action, reward, terminal, first, a
 
 # `add_seeds` for some seeds only: `active` bool [N] (e.g. the seeds whose episode starts).
 add_seeds_where = jax.jit(jax.vmap(_add_if), donate_argnums=0)
-
-
-# On a CPU, a tiny fused update of 2 / 5 seeds costs 1.7× / 3.8× one seed's with "loop", 1.9× /
-# 4.9× with "patches" and 3.5× / 12× with "grouped" (experiments/bench_seed_conv.py). "loop" runs
-# the very convolutions one agent runs (on a GPU: the same cuDNN kernels, no im2col copies).
-# The H100's verdict is pending: `python -m experiments.bench --seeds 5 --seed-conv NAME`.
-DEFAULT_SEED_CONV = "loop"
 
 
 def _vmapped_steps(states, replays, cfg: AgentConfig, num_steps: int, latent_only: bool,

@@ -96,11 +96,11 @@ def abstract_states(agent_cfg: AgentConfig, action_dim: int, num_seeds: int):
 class SeedsTrainer(Trainer):
     """`cfg.seeds` agents trained side by side: Trainer's protocol, state and replay stacked."""
 
-    pretrain_steps = staticmethod(parallel.pretrain_steps_seeds)
-    train_steps = staticmethod(parallel.train_steps_seeds)
-
     def __init__(self, cfg: ExperimentConfig, run_dir):
         super().__init__(cfg, run_dir)
+        self.pretrain_steps = functools.partial(parallel.pretrain_steps_seeds,
+                                                seed_conv=cfg.seed_conv)
+        self.train_steps = functools.partial(parallel.train_steps_seeds, seed_conv=cfg.seed_conv)
         self.seeds = [cfg.seed + index for index in range(cfg.seeds)]
         # Each key stacked [N, 2]: seed s's are those of a single-seed run with seed S + s.
         (self.init_key, self.act_key, self.eval_key,

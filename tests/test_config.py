@@ -51,6 +51,7 @@ def test_smoke_preset_is_tiny_and_overridable():
     ("render_quality=ultra", "render_quality must be default or fast"),
     ("preset=nope", "available: smoke"),
     ("devices=0", "devices must be 'all' or a positive count"),
+    ("seed_conv=fast", "seed_conv must be one of grouped, loop, patches"),
     ("devices=some", "devices must be 'all' or a positive count"),
     ("seeds=2 devices=all", "seeds > 1 runs on one device"),
 ])

@@ -191,3 +191,12 @@ def test_seeds_config_run_dir_and_identity(tmp_path):
     with pytest.raises(trainer.LaunchError, match=r"seeds=1 \(run dir\) vs 2 \(now\)"):
         trainer.prepare_run_dir(experiment_config(["preset=smoke", "seeds=2",
                                                    f"run_dir={tmp_path}"]))
+
+
+def test_seed_conv_picks_the_seeds_convolutions(tmp_path):
+    for strategy in ("loop", "patches"):
+        cfg = experiment_config(["preset=smoke", "seeds=2", f"seed_conv={strategy}"])
+        trainer_ = trainer.trainer_class(cfg)(cfg, tmp_path)
+        for step in (trainer_.pretrain_steps, trainer_.train_steps):
+            assert step.keywords == {"seed_conv": strategy}
+    assert experiment_config(["seeds=2"]).seed_conv == "loop"  # the default

@@ -22,13 +22,12 @@ TWO_DEVICES = dict(os.environ, JAX_PLATFORMS="cpu",
 @pytest.mark.slow(150)
 def test_two_devices_train_checkpoint_and_resume(tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [*SMOKE, "devices=2", f"run_dir={run_dir}"]
-    first = run("experiments.run", *overrides[:-1], "env_steps=140", overrides[-1],
-                env=TWO_DEVICES)
+    overrides = [*SMOKE, "devices=2", f"run_dir={run_dir}"]  # SMOKE: 160 env steps
+    first = run("experiments.run", *overrides, "env_steps=140", env=TWO_DEVICES)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "on cpu ×2" in first.stdout and "done: 140 env steps" in first.stdout
 
-    second = run("experiments.run", *overrides, env=TWO_DEVICES)  # env_steps raised to 160
+    second = run("experiments.run", *overrides, env=TWO_DEVICES)  # raised to 160: resumes
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and "done: 160 env steps" in second.stdout
     rows = logger.read_rows(run_dir)

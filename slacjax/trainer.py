@@ -16,6 +16,10 @@ With `seeds=N > 1` (`slacjax.seeds.SeedsTrainer`) each seed's `metrics.jsonl`,
 `learning_curve.png`, `media/` and `wandb/` go to `seed<its seed>/`, the run dir keeps
 `config.yaml`, `checkpoints/` (all seeds in one) and the curve of all seeds.
 
+Devices. With `devices=N` (or "all") the state and the replay are replicated on N devices and
+the update steps are `slacjax.parallel`'s sharded ones, which split each sampled batch over
+them; everything else in the host loop runs as on one device.
+
 Resume and exactness. A checkpoint holds the TrainState (RNG included), the replay, the
 counters and the config; it cannot hold the simulator's mid-episode state (the env object,
 MuJoCo's physics and the task's RNG live outside JAX). Therefore:

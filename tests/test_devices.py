@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from slacjax import checkpoint, logger, trainer
+from slacjax import logger
 from tests.helpers import xla_flags
-from tests.test_launcher import SMOKE, assert_refused, run
+from tests.test_launcher import SMOKE, assert_refused, final_checkpoint, run
 
 TWO_DEVICES = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=2"))
@@ -37,13 +37,7 @@ def test_two_devices_train_checkpoint_and_resume(tmp_path):
     assert [row["env_step"] for row in rows if row["phase"] == "eval"] == [140, 160]
 
     # The checkpoint is an ordinary one: it restores on this process's single device.
-    cfg = trainer.load_config(run_dir)
-    checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
-    try:
-        state, _, meta = checkpoints.restore(
-            checkpoints.latest(), trainer.abstract_state(cfg.agent_config(), 6))
-    finally:
-        checkpoints.close()
+    state, _, meta = final_checkpoint(run_dir)
     assert meta["counters"]["phase"] == "done" and int(state.step) > 0
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
 

@@ -12,7 +12,7 @@ table, then one JSON object as the last line.
 
 `--seeds N` times N independent agents (each with its own replay) vmapped into one program: an
 update is then one step of all N, and `seeds_cost_ratio` compares it with one agent's update.
-`--seed-conv` picks how the N seeds' convolutions are computed (`parallel.train_steps_seeds`).
+`--seed-conv` picks how the N seeds' convolutions are computed (`steps.make_steps`).
 `--devices N` splits each sampled batch over N local devices (state and replay replicated).
 """
 
@@ -21,26 +21,31 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import resource
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slacjax import networks, parallel
+from slacjax import parallel
 from slacjax import replay as replay_lib
-from slacjax import update
-from slacjax.config import AgentConfig
+from slacjax import steps as steps_lib
+from slacjax.config import DEFAULT_SEED_CONV, SEED_CONVS, AgentConfig
 
 EPISODE_FRAMES = 251  # a DMC episode at action repeat 4: 250 agent steps + the reset frame
+# Random frames are drawn for this many slots and repeated over the ring: a random draw of a
+# full-size ring would need many times its memory on the way.
+BLOCK_FRAMES = 1024
 
 
-def random_replay(capacity: int, action_dim: int, key: jax.Array) -> replay_lib.Replay:
-    """A full device replay of random frames, laid out as back-to-back episodes."""
+def random_replay(key: jax.Array, capacity: int, action_dim: int) -> replay_lib.Replay:
+    """A full replay of random frames laid out as back-to-back episodes (unjitted)."""
     k_frames, k_actions, k_rewards = jax.random.split(key, 3)
     slots = jnp.arange(capacity, dtype=jnp.int32)
+    block = jax.random.bits(k_frames, (min(BLOCK_FRAMES, capacity), 64, 64, 3), jnp.uint8)
     return replay_lib.Replay(
-        frames=jax.random.bits(k_frames, (capacity, 64, 64, 3), jnp.uint8),
+        frames=block[slots % block.shape[0]],
         actions=jax.random.uniform(k_actions, (capacity, action_dim), minval=-1, maxval=1),
         rewards=jax.random.uniform(k_rewards, (capacity,)),
         terminals=jnp.zeros((capacity,)),
@@ -50,6 +55,15 @@ def random_replay(capacity: int, action_dim: int, key: jax.Array) -> replay_lib.
         size=jnp.asarray(capacity, jnp.int32),
         next_episode=jnp.asarray(capacity // EPISODE_FRAMES + 1, jnp.int32),
     )
+
+
+def random_replays(keys: jax.Array, capacity: int, action_dim: int, mesh=None):
+    """One random replay per key [N, 2], stacked [N, ...], written in place on the device (and
+    replicated over `mesh` if given)."""
+    placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
+    build = jax.jit(jax.vmap(random_replay, in_axes=(0, None, None)), static_argnums=(1, 2),
+                    **placed)
+    return build(keys, capacity, action_dim)
 
 
 def time_calls(step, state, iters: int, warmup: int):
@@ -91,53 +105,37 @@ def compiled_programs(*steps) -> tuple[int, ...] | None:
         return None
 
 
-def random_replays(num_seeds: int, capacity: int, action_dim: int, key: jax.Array):
-    """`num_seeds` random replays stacked along a leading axis, one per seed."""
-    return parallel.stack_seeds([random_replay(capacity, action_dim, seed_key)
-                                 for seed_key in jax.random.split(key, num_seeds)])
-
-
-def setup(args, cfg: AgentConfig, key: jax.Array):
-    """The state(s) and the two jitted steps of the chosen layout -> (state, fused, latent_only).
+def setup(args, cfg: AgentConfig, key: jax.Array, num_seeds: int | None = None):
+    """The stacked state and the two jitted steps of the chosen layout -> (state, fused,
+    latent_only), for `num_seeds` agents (default `--seeds`).
 
     Each step maps a state to (state, metrics) with K = `--scan` updates per call; `fused` and
-    `latent_only` are partials of jitted functions (`.func`), so recompilations can be counted.
+    `latent_only` are partials of `steps.make_steps`' jitted functions (`.func`), so
+    recompilations can be counted.
     """
-    k = args.scan
-    if args.seeds > 1:
-        replays = random_replays(args.seeds, args.capacity, args.action_dim, key)
-        state = parallel.init_states(cfg, args.action_dim, jax.random.split(key, args.seeds))
-        fused = functools.partial(parallel.train_steps_seeds, replays=replays, cfg=cfg,
-                                  num_steps=k, seed_conv=args.seed_conv)
-        latent_only = functools.partial(parallel.pretrain_steps_seeds, replays=replays, cfg=cfg,
-                                        num_steps=k, seed_conv=args.seed_conv)
-        return state, fused, latent_only
-    replay = random_replay(args.capacity, args.action_dim, key)
-    state = update.init_state(cfg, args.action_dim, key)
-    if args.devices > 1:
-        mesh = parallel.make_mesh(args.devices)
-        replay, state = parallel.replicate((replay, state), mesh)
-        fused = functools.partial(parallel.train_steps_sharded, replay=replay, cfg=cfg,
-                                  num_steps=k, mesh=mesh)
-        latent_only = functools.partial(parallel.pretrain_steps_sharded, replay=replay, cfg=cfg,
-                                        num_steps=k, mesh=mesh)
-        return state, fused, latent_only
-    fused = functools.partial(update.train_steps, replay=replay, cfg=cfg, num_steps=k)
-    latent_only = functools.partial(update.pretrain_steps, replay=replay, cfg=cfg, num_steps=k)
+    num_seeds = args.seeds if num_seeds is None else num_seeds
+    mesh = parallel.make_mesh(args.devices) if args.devices > 1 else None
+    seed_conv = args.seed_conv or DEFAULT_SEED_CONV
+    programs = steps_lib.make_steps(cfg, args.action_dim, num_seeds, mesh, seed_conv)
+    keys = jax.random.split(key, num_seeds)
+    replay = random_replays(keys, args.capacity, args.action_dim, mesh)
+    state = programs.init_state(keys)
+    fused = functools.partial(programs.train, replay=replay, num_steps=args.scan)
+    latent_only = functools.partial(programs.pretrain, replay=replay, num_steps=args.scan)
     return state, fused, latent_only
 
 
 def one_seed_call_s(args, cfg: AgentConfig, key: jax.Array) -> float:
-    """Median seconds of one agent's plain `train_steps` call: the baseline `--seeds N` is
-    measured against (its own compile, on a replay like one seed's)."""
-    replay = random_replay(args.capacity, args.action_dim, key)
-    state = update.init_state(cfg, args.action_dim, key)
-
-    def fused(state):
-        return update.train_steps(state, replay, cfg, args.scan)
-
+    """Median seconds of one agent's fused call: the baseline `--seeds N` is measured against
+    (its own compile, on a replay like one seed's)."""
+    state, fused, _ = setup(args, cfg, key, num_seeds=1)
     _, _, times, _ = time_calls(fused, state, args.iters, args.warmup)
     return float(np.median(times))
+
+
+def peak_host_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def peak_memory_mb() -> float | None:
@@ -160,9 +158,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1,
                         help="independent agents vmapped in one program")
-    parser.add_argument("--seed-conv", choices=networks.SEED_CONVS, default=None,
+    parser.add_argument("--seed-conv", choices=SEED_CONVS, default=None,
                         help="with --seeds N > 1: how the seeds' convolutions are computed "
-                             f"(default {parallel.DEFAULT_SEED_CONV})")
+                             f"(default {DEFAULT_SEED_CONV})")
     parser.add_argument("--devices", default="1", metavar="N|all",
                         help="local devices each sampled batch is split over")
     args = parser.parse_args(argv)
@@ -177,7 +175,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.seed_conv is not None and args.seeds == 1:
         parser.error("--seed-conv needs --seeds N > 1")
     if args.seeds > 1 and args.seed_conv is None:
-        args.seed_conv = parallel.DEFAULT_SEED_CONV
+        args.seed_conv = DEFAULT_SEED_CONV
     for size, what in ((args.batch_sac, "--batch-sac"), (args.batch_latent, "--batch-latent")):
         if size % args.devices:
             parser.error(f"{what} {size} does not split over {args.devices} devices")
@@ -211,7 +209,7 @@ def main(argv=None) -> dict:
     after = compiled_programs(fused, latent_only)
     recompiles = (None if after is None
                   else after[0] - warm[0] + after[1] - warm_latent[1])
-    del state  # its memory is the baseline's to use
+    del state, fused, latent_only  # their memory is the baseline's to use
     # N seeds against 1: the same timed call for one plain agent (1 seed is its own baseline).
     one_seed_s = (one_seed_call_s(args, cfg, key) if args.seeds > 1
                   else float(np.median(fused_times)))
@@ -237,6 +235,7 @@ def main(argv=None) -> dict:
         "compile_s": round(fused_first - float(np.median(fused_times)), 2),
         "latent_compile_s": round(latent_first - float(np.median(latent_times)), 2),
         "peak_device_mem_mb": peak_memory_mb(),
+        "peak_host_rss_mb": peak_host_rss_mb(),
         "recompiles_after_warmup": recompiles,
         "finite_losses": bool(np.all([np.isfinite(v).all() for v in metrics.values()])),
         "seeds": args.seeds,
@@ -258,6 +257,7 @@ def main(argv=None) -> dict:
          f"{result['update_ms_pipelined']:.2f} / {result['latent_update_ms_pipelined']:.2f}"),
         ("compile s (fused / latent)", f"{result['compile_s']} / {result['latent_compile_s']}"),
         ("peak device memory MB", result["peak_device_mem_mb"]),
+        ("peak host memory MB", result["peak_host_rss_mb"]),
         ("recompiles after warm-up", result["recompiles_after_warmup"]),
         ("N seeds / 1 seed call time", result["seeds_cost_ratio"]),
     ]

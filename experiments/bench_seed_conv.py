@@ -1,4 +1,4 @@
-"""Microbenchmark of the seed-convolution strategies (`networks.SEED_CONVS`) against one seed.
+"""Microbenchmark of the seed-convolution strategies (`config.SEED_CONVS`) against one seed.
 
     python -m experiments.bench_seed_conv [--parts encoder,decoder,update] [--seeds 2,5]
                                           [--strategies grouped,loop,patches] [--batch 18]
@@ -6,9 +6,9 @@
 
 Parts: "encoder" / "decoder" time `vmap(value_and_grad(loss))` of that module over N stacked
 parameter sets and inputs (`--batch` images or latents per seed; 18 = 2 sequences × 9 frames);
-"update" times `parallel.train_steps_seeds` (SAC batch `--batch-sac`, latent batch
+"update" times the N-seed `train` of `steps.make_steps` (SAC batch `--batch-sac`, latent batch
 `--batch-latent`). Each is compared with one seed's plain program: the encoder / decoder without
-vmap, or `update.train_steps`. All programs of a part are compiled first, then timed in
+vmap, or the 1-seed `train`. All programs of a part are compiled first, then timed in
 round-robin rounds (one call each per round, each call waited for), so a machine whose load
 drifts skews them alike; the median call is reported. Prints rows as they finish, then one
 JSON object per row.
@@ -24,39 +24,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import random_replay, random_replays
-from slacjax import networks, parallel, update
-from slacjax.config import AgentConfig
+from experiments.bench import random_replays
+from slacjax import networks
+from slacjax.config import SEED_CONVS, AgentConfig
+from slacjax.steps import make_steps
 
 
 def module_programs(part: str, seed_counts, strategies, batch: int) -> dict:
     """{(strategy, N): call()} for the encoder or the decoder; ("one seed", 1) runs no vmap."""
-    module = networks.Encoder() if part == "encoder" else networks.Decoder()
+    cfg = AgentConfig()
+
+    def module(strategy):
+        return getattr(networks.build(cfg, 1, strategy), part)
 
     def inputs_for(key):
         if part == "encoder":
             return jax.random.uniform(key, (batch, 64, 64, 3))
-        return jax.random.normal(key, (batch, 288))
+        return jax.random.normal(key, (batch, cfg.z_dim))
 
-    def loss(params, inputs):
-        return jnp.mean(jnp.square(module.apply(params, inputs)))
-
-    grad = jax.value_and_grad(loss)
+    def grad(strategy):
+        def loss(params, inputs):
+            return jnp.mean(jnp.square(module(strategy).apply(params, inputs)))
+        return jax.value_and_grad(loss)
 
     def seeds_program(strategy):
-        def run(params, inputs):
-            with networks.seed_conv_strategy(strategy):
-                return jax.vmap(grad)(params, inputs)
-        return jax.jit(run)
+        return jax.jit(jax.vmap(grad(strategy)))
 
     one_inputs = inputs_for(jax.random.PRNGKey(1))
-    one_params = module.init(jax.random.PRNGKey(0), one_inputs)
-    one = jax.jit(grad)
+    one_params = module(networks.PLAIN_CONV).init(jax.random.PRNGKey(0), one_inputs)
+    one = jax.jit(grad(networks.PLAIN_CONV))
     programs = {("one seed", 1): lambda: one(one_params, one_inputs)}
     for n in seed_counts:
         keys = jax.random.split(jax.random.PRNGKey(n), n)
         inputs = jax.vmap(inputs_for)(keys)
-        params = jax.vmap(module.init)(keys, inputs)
+        params = jax.vmap(module(networks.PLAIN_CONV).init)(keys, inputs)
         for strategy in strategies:
             fn = seeds_program(strategy)
             programs[strategy, n] = lambda fn=fn, params=params, inputs=inputs: fn(params, inputs)
@@ -76,16 +77,19 @@ def update_programs(seed_counts, strategies, cfg: AgentConfig, action_dim: int =
             return metrics
         return call
 
-    replay = random_replay(capacity, action_dim, key)
-    programs = {("one seed", 1): threaded(
-        lambda s: update.train_steps(s, replay, cfg, 1), update.init_state(cfg, action_dim, key))}
+    one = make_steps(cfg, action_dim)
+    keys = key[None]
+    replay = random_replays(keys, capacity, action_dim)
+    programs = {("one seed", 1): threaded(lambda s: one.train(s, replay, 1),
+                                          one.init_state(keys))}
     for n in seed_counts:
-        replays = random_replays(n, capacity, action_dim, key)
+        keys = jax.random.split(key, n)
+        replays = random_replays(keys, capacity, action_dim)
         for strategy in strategies:
-            states = parallel.init_states(cfg, action_dim, jax.random.split(key, n))
+            seeds = make_steps(cfg, action_dim, n, seed_conv=strategy)
             programs[strategy, n] = threaded(
-                lambda s, replays=replays, strategy=strategy: parallel.train_steps_seeds(
-                    s, replays, cfg, 1, seed_conv=strategy), states)
+                lambda s, seeds=seeds, replays=replays: seeds.train(s, replays, 1),
+                seeds.init_state(keys))
     return programs
 
 
@@ -107,7 +111,7 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="encoder,decoder,update")
     parser.add_argument("--seeds", default="2,5", help="comma-separated N")
-    parser.add_argument("--strategies", default=",".join(networks.SEED_CONVS))
+    parser.add_argument("--strategies", default=",".join(SEED_CONVS))
     parser.add_argument("--batch", type=int, default=18, help="encoder / decoder: per seed")
     parser.add_argument("--batch-sac", type=int, default=4, help="update: SAC batch")
     parser.add_argument("--batch-latent", type=int, default=2, help="update: latent batch")

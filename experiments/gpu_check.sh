@@ -8,8 +8,9 @@
 # Every step has its own time limit and the whole script stops at BUDGET_S seconds (default
 # 570), so what finished always comes back. The output folder gets at most 8 files (the device
 # tool returns no more): log.txt (this script's log, the machine, each step's exit and the
-# benchmarks' JSON lines), metrics.jsonl, learning_curve.png and config.yaml of the run, and
-# results.tar.gz with every step's full output and the run's pictures (no checkpoints).
+# benchmarks' JSON lines), metrics.jsonl, learning_curve.png and config.yaml of the run, its
+# report.md next to the paper (experiments.report), and results.tar.gz with every step's full
+# output, the run's pictures and the report's figures (no checkpoints).
 #
 # STEPS="run profile_latent ..." picks and orders the steps (names below); RUN_ARGS="k=v ..."
 # replaces the run's overrides. SLACJAX_GPU_CHECK_TINY=1 runs everything at toy sizes: the CPU
@@ -59,12 +60,13 @@ else
   seed_sizes=(--iters 10 --warmup 2)
   profile_sizes=(--steps 20)
   env_steps=1000
-  # The protocol's defaults (10k random agent steps, 100k pretraining updates, then 1 env step
-  # + 1 fused update per agent step; 10 + 10 evaluation episodes, here at 50k and 100k env
-  # steps: each costs ~12 s, and at the measured rates (collection 33 s, pretraining 309 s at
-  # 324 updates/s, 15k training agent steps at ~100/s) five of them would not fit 9 minutes).
-  # Pretraining dispatches one update per call, the rate measured before (324 updates/s).
-  run_args=(env_steps=100000 eval_every=50000 checkpoint_every=100000
+  # The protocol's defaults (random collection of 10k env steps = 2,500 agent steps at action
+  # repeat 4, 100k pretraining updates, then 1 env step + 1 fused update per agent step:
+  # 22,500 training agent steps to 100k env steps), evaluated once, at 100k env steps (10 + 10
+  # episodes, ~12 s): at the measured rates (collection ~8 s, pretraining 309 s at 324
+  # updates/s, training ~205 s at ~110 agent steps/s, start-up ~40 s) more evaluations would
+  # not fit 9.5 minutes. Pretraining dispatches one update per call (the 324 updates/s rate).
+  run_args=(env_steps=100000 eval_every=100000 checkpoint_every=100000
             pretrain_updates_per_dispatch=1 pretrain_log_every=5000 log_every=2000)
 fi
 if [ -n "${RUN_ARGS:-}" ]; then read -ra run_args <<< "$RUN_ARGS"; fi
@@ -92,6 +94,9 @@ for name in ${STEPS:-run profile_latent bench_seeds5_loop bench_fp32_k10}; do
 done
 
 run_dir="$work/cheetah_run"
+# The run next to the paper's curve and its 100k figure (report.md; its PNGs in the archive).
+[ -f "$run_dir/metrics.jsonl" ] && python3 -m experiments.report "$run_dir" \
+  out="$work/report" >> "$out/log.txt" 2>&1 && cp "$work/report/report.md" "$out/"
 for file in metrics.jsonl learning_curve.png config.yaml; do
   [ -f "$run_dir/$file" ] && cp "$run_dir/$file" "$out/"
 done

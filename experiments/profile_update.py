@@ -115,8 +115,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = AgentConfig(batch_sac=args.batch_sac, batch_latent=args.batch_latent, dtype=args.dtype)
-    setup_args = argparse.Namespace(scan=args.scan, seeds=1, devices=1, capacity=args.capacity,
-                                    action_dim=args.action_dim)
+    setup_args = argparse.Namespace(scan=args.scan, seeds=1, devices=1, seed_conv=None,
+                                    capacity=args.capacity, action_dim=args.action_dim)
     state, fused, latent_only = bench.setup(setup_args, cfg, jax.random.PRNGKey(0))
     step = latent_only if args.what == "latent" else fused
     if args.call == "compiled":

@@ -145,6 +145,8 @@ def train_job(cfg) -> None:
         fail(str(error))
     except trainer.TrainingStopped as error:
         fail(str(error), status=1)
+    except KeyboardInterrupt:  # before the run's own handler is installed: nothing to save
+        fail("interrupted while setting up; nothing was trained", status=128 + signal.SIGINT)
     if status:
         submitit_requeue.requeue_if_asked()
         sys.exit(status)

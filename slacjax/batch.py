@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import struct
 
 
@@ -29,17 +28,3 @@ class Batch:
     def take(self, start: int, stop: int) -> "Batch":
         """Sequences start..stop-1 (static slice)."""
         return jax.tree.map(lambda x: x[start:stop], self)
-
-
-def random_batch(key: jax.Array, batch_size: int, action_dim: int, sequence_length: int = 8,
-                 image_size: int = 64) -> Batch:
-    """Random data of the right shapes and dtypes, for benchmarks and tests."""
-    k_frames, k_actions, k_rewards = jax.random.split(key, 3)
-    frames = jax.random.randint(
-        k_frames, (batch_size, sequence_length + 1, image_size, image_size, 3), 0, 256
-    ).astype(jnp.uint8)
-    actions = jax.random.uniform(k_actions, (batch_size, sequence_length, action_dim),
-                                 minval=-1.0, maxval=1.0)
-    rewards = jax.random.uniform(k_rewards, (batch_size, sequence_length))
-    terminals = jnp.zeros((batch_size, sequence_length))
-    return Batch(frames=frames, actions=actions, rewards=rewards, terminals=terminals)

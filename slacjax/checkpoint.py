@@ -2,22 +2,77 @@
 
 Checkpoints are numbered 0, 1, 2, … in the order they were written (several can share an env
 step: the end of collection, of pretraining, an interrupt), and each one's meta names its env
-step. orbax writes each into a temporary directory and renames it when complete, so a killed
-run never leaves a half-written checkpoint behind; the last `keep` are kept.
+step. orbax writes each into a temporary directory and renames it when complete; the last
+`keep` are kept. Then `FILES` records every file's size and CRC-32: orbax restores a truncated
+or altered file without a word in some cases (a cut tail, a flipped byte), so a restore checks
+them first. `restore_newest` falls back past damaged checkpoints, moving each to
+`<number>.corrupt` (which orbax does not list). A failed save removes its partial files and
+raises `CheckpointWriteError`, one line with the OS error and the free space.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import pathlib
+import re
+import shutil
+import sys
+import threading
+import time
+import zlib
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
+FILES = "slacjax_files.json"  # inside each checkpoint: {relative path: [size, crc32]}
+DAMAGED_SUFFIX = ".corrupt"
+_PARTIAL_MARK = ".orbax-checkpoint-tmp"  # in the names of orbax's unfinished directories
+_CHUNK = 1 << 22
+_WRITER_WAIT_S = 60.0  # for orbax's writer threads after a failed save
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be read back (corrupt, or of another shape)."""
+    """A checkpoint that cannot be read back (damaged, or of another shape)."""
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint that could not be written (disk full, read-only); one line for the user."""
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops orbax's own log records below CRITICAL: on a failed write it logs a traceback per
+    thread (244 of them for one full disk); the caller reports the failure in one line."""
+
+    _package = os.path.dirname(ocp.__file__)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL or not record.pathname.startswith(self._package)
+
+
+logging.getLogger("absl").addFilter(_QuietOrbax())
+
+
+def _drop_orbax_leftovers(hook: Callable) -> Callable:
+    """`sys.unraisablehook` without what a failed orbax read or write leaves behind: its
+    unfinished coroutines (each printing a page of TensorStore spec when garbage-collected)
+    and its thread-pool callbacks into the event loop it already closed."""
+    def unraisablehook(unraisable) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and code.co_filename.startswith(_QuietOrbax._package):
+            return
+        if (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            return
+        hook(unraisable)
+
+    return unraisablehook
+
+
+sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
 
 
 def _with_local_sharding(abstract_tree):
@@ -27,16 +82,116 @@ def _with_local_sharding(abstract_tree):
                                                           sharding=sharding), abstract_tree)
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
+def os_error_of(error: BaseException) -> str | None:
+    """'[Errno 28] No space left on device' if `error` (or one it was raised from) is an OS
+    error; TensorStore reports them as ValueError text with `os_error_code='28'` -> else None."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno:
+            return f"[Errno {error.errno}] {os.strerror(error.errno)}"
+        code = re.search(r"os_error_code=\W*(\d+)", str(error))
+        if code:
+            return f"[Errno {code[1]}] {os.strerror(int(code[1]))}"
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# TensorStore's status codes (the start of its messages) for files it cannot read.
+_STATUS_WORDS = {"NOT_FOUND": "missing file", "OUT_OF_RANGE": "file truncated",
+                 "DATA_LOSS": "file damaged"}
+
+
+def short_reason(error: BaseException) -> str:
+    """A few words on why orbax/TensorStore could not read a checkpoint (their messages run to
+    pages of JSON specs and object reprs)."""
+    chain = [error]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    for link in reversed(chain):  # the innermost error says most
+        status = re.match(r"([A-Z_]+): ", str(link))
+        if isinstance(link, FileNotFoundError) or (status and status[1] == "NOT_FOUND"):
+            return "missing file"
+        if status and status[1] in _STATUS_WORDS:
+            array = re.search(r'Error reading "([^"]+)"', str(link))
+            return _STATUS_WORDS[status[1]] + (f" (array {array[1]})" if array else "")
+    os_error = os_error_of(error)
+    if os_error:
+        return os_error
+    first = re.split(r"See full|\.\s|\s<", str(error).strip().split("\n")[0])[0].strip(" .:")
+    first = first[:100] + ("…" if len(first) > 100 else "")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _attempt(call: Callable[[], Any]) -> tuple[Any, str | None]:
+    """-> (`call()`, None), or (None, the short reason of what it raised)."""
+    try:
+        return call(), None
+    except Exception as error:  # orbax raises many types for unreadable or mismatched files
+        return None, short_reason(error)
+
+
+def _file_sums(directory: pathlib.Path) -> dict[str, list[int]]:
+    """{path relative to `directory`: [size, crc32]} of every file under it but `FILES`."""
+    sums = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if path.is_file() and relative != FILES:
+            crc = 0
+            with open(path, "rb") as file:
+                while chunk := file.read(_CHUNK):
+                    crc = zlib.crc32(chunk, crc)
+            sums[relative] = [path.stat().st_size, crc]
+    return sums
+
+
+def damage(directory: pathlib.Path) -> str | None:
+    """Why the checkpoint in `directory` differs from its `FILES` record -> None if it does not
+    (or has no record: written before records existed, or killed between rename and record)."""
+    try:
+        recorded = json.loads((directory / FILES).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"unreadable {FILES}"
+    try:
+        found = _file_sums(directory)
+    except OSError as error:  # a disk error, or a file that is not ours to read
+        return f"file {error.filename} is unreadable ({os_error_of(error)})"
+    for relative, (size, crc) in recorded.items():
+        if relative not in found:
+            return f"file {relative} is missing"
+        if found[relative][0] < size:
+            return f"file {relative} is truncated ({found[relative][0]} of {size} bytes)"
+        if found[relative] != [size, crc]:
+            return f"file {relative} was altered (size or checksum differs)"
+    return None
+
+
+def _free_space(directory: pathlib.Path) -> str:
+    """'12.3 MiB free' on the file system of `directory` (or its nearest existing parent)."""
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:.1f} MiB free"
 
 
 class Checkpoints:
-    """The `checkpoints/` directory of one run dir."""
+    """The `checkpoints/` directory of one run dir.
 
-    def __init__(self, run_dir: pathlib.Path, keep: int = 2, read_only: bool = False):
+    Opened for writing (not `read_only`), which needs the run dir's lock (run_lock.py), it
+    first removes the partial checkpoints of a killed save, saying so with `say`.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, keep: int = 2, read_only: bool = False,
+                 say: Callable[[str], Any] = print):
         self.directory = pathlib.Path(run_dir).resolve() / CHECKPOINT_DIR
+        self.read_only = read_only
+        if not read_only:
+            for partial in self._partial_dirs():
+                shutil.rmtree(partial)
+                say(f"removed {partial}, a checkpoint left half-written by a killed run")
         # read_only: for readers (evaluation, tests) that never save; it only skips creating
         # the directory (orbax's own read-only mode logs warnings on every use).
         options = ocp.CheckpointManagerOptions(
@@ -44,6 +199,11 @@ class Checkpoints:
             # Saves block: the state is donated to the next update right after a save.
             enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def _partial_dirs(self) -> list[pathlib.Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(path for path in self.directory.iterdir() if _PARTIAL_MARK in path.name)
 
     def numbers(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -56,38 +216,137 @@ class Checkpoints:
         return self.directory / str(number)
 
     def save(self, state, replay, meta: dict) -> pathlib.Path:
-        """Writes checkpoint latest+1 and waits until it is on disk -> its path."""
-        number = 0 if self.latest() is None else self.latest() + 1
-        self.manager.save(number, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), replay=ocp.args.StandardSave(replay),
-            meta=ocp.args.JsonSave(meta)))
-        self.manager.wait_until_finished()
-        return self.path(number)
+        """Writes checkpoint latest+1 and waits until it is on disk -> its path.
+
+        Raises CheckpointWriteError when the file system refuses (its partial files removed,
+        the earlier checkpoints untouched).
+        """
+        previous = self.latest()
+        number = 0 if previous is None else previous + 1
+        path = self.path(number)
+        try:
+            self.manager.save(number, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), replay=ocp.args.StandardSave(replay),
+                meta=ocp.args.JsonSave(meta)))
+            self.manager.wait_until_finished()
+            record = path / f"{FILES}.partial"
+            record.write_text(json.dumps(_file_sums(path)))
+            os.replace(record, path / FILES)
+        except Exception as error:
+            os_error = os_error_of(error)
+            if os_error is None:  # not the file system: a bug, with its traceback
+                self._remove_partial(number)
+                raise
+        else:
+            return path
+        self._remove_partial(number)
+        kept = "no earlier checkpoint" if previous is None else f"{self.path(previous)} is intact"
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {os_error} "
+                                   f"({_free_space(self.directory)}); {kept}")
+
+    def _remove_partial(self, number: int) -> None:
+        """Removes what a failed save of `number` left (including a renamed but unrecorded
+        directory) and makes orbax forget it."""
+        # After one item fails, orbax stops waiting for the others, whose writes go on in its
+        # threads: wait for those (every save here is blocking, so all of them are this one's).
+        deadline = time.monotonic() + _WRITER_WAIT_S
+        for thread in threading.enumerate():
+            if type(thread).__module__.startswith("orbax."):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for partial in self._partial_dirs() + [self.path(number)]:
+            shutil.rmtree(partial, ignore_errors=True)
+        self.manager.reload()
 
     def meta(self, number: int) -> dict:
-        try:
-            restored = self.manager.restore(number, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore()))
-        except Exception as error:  # orbax raises many types for unreadable files
+        restored, failure = _attempt(lambda: self.manager.restore(
+            number, args=ocp.args.Composite(meta=ocp.args.JsonRestore())))
+        if failure is not None:
             raise CheckpointError(f"checkpoint {self.path(number)} is unreadable "
-                                  f"({_first_line(error)})") from error
+                                  f"({failure})")
         return restored["meta"]
+
+    def metas(self) -> dict[int, dict]:
+        """{number: meta} of the checkpoints whose meta reads (others are left out)."""
+        metas = {}
+        for number in self.numbers():
+            try:
+                metas[number] = self.meta(number)
+            except CheckpointError:
+                continue
+        return metas
 
     def restore(self, number: int, abstract_state, abstract_replay=None):
         """-> (state, replay or None, meta); the abstract trees give shapes and dtypes.
 
         Without `abstract_replay` the replay is not read (evaluation needs the policy only).
+        Raises CheckpointError if the checkpoint is damaged or does not fit the trees.
         """
+        why = damage(self.path(number))
+        if why is not None:
+            raise CheckpointError(f"checkpoint {self.path(number)} is damaged: {why}")
+        restored, failure = self._read(number, abstract_state, abstract_replay)
+        if failure is not None:
+            raise CheckpointError(f"checkpoint {self.path(number)} could not be restored "
+                                  f"({failure})")
+        return restored
+
+    def _read(self, number: int, abstract_state, abstract_replay):
+        """-> ((state, replay or None, meta), None) or (None, why not)."""
         items = dict(state=ocp.args.StandardRestore(_with_local_sharding(abstract_state)),
                      meta=ocp.args.JsonRestore())
         if abstract_replay is not None:
             items["replay"] = ocp.args.StandardRestore(_with_local_sharding(abstract_replay))
+        restored, failure = _attempt(lambda: self.manager.restore(
+            number, args=ocp.args.Composite(**items)))
+        if failure is not None:
+            return None, failure
+        return (restored["state"], restored.get("replay"), restored["meta"]), None
+
+    def restore_newest(self, abstract_for: Callable[[dict], tuple], say: Callable[[str], Any]
+                       = print) -> tuple[int, Any, Any, dict] | None:
+        """The newest checkpoint that restores completely -> (number, state, replay, meta), or
+        None if there is none.
+
+        `abstract_for(meta)` -> (abstract state, abstract replay or None); what it raises
+        propagates. A damaged checkpoint (a file missing, truncated or altered; unreadable
+        meta; for one without a `FILES` record, any read error) is skipped with one line
+        through `say` and moved to `<number>.corrupt` (left in place when read-only).
+        An intact one that does not restore (another shape) raises CheckpointError.
+        """
+        for number in reversed(self.numbers()):
+            path = self.path(number)
+            why = damage(path)
+            if why is None:
+                try:
+                    meta = self.meta(number)
+                except CheckpointError:
+                    why = "unreadable meta"
+            if why is None:
+                restored, failure = self._read(number, *abstract_for(meta))
+                if failure is None:
+                    return (number, *restored)
+                if (path / FILES).exists():
+                    raise CheckpointError(f"checkpoint {path} could not be restored "
+                                          f"({failure})")
+                why = failure
+            say(f"skipped checkpoint {path}: {why}; {self._set_aside(path)}")
+        return None
+
+    def _set_aside(self, path: pathlib.Path) -> str:
+        """Moves a damaged checkpoint out of orbax's sight -> what was done, for the user."""
+        if self.read_only:
+            return "left in place"
+        target = path.with_name(path.name + DAMAGED_SUFFIX)
+        copies = 1
+        while target.exists():
+            copies += 1
+            target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}-{copies}")
         try:
-            restored = self.manager.restore(number, args=ocp.args.Composite(**items))
-        except Exception as error:  # orbax raises many types for unreadable or mismatched files
-            raise CheckpointError(f"checkpoint {self.path(number)} could not be restored "
-                                  f"({_first_line(error)})") from error
-        return restored["state"], restored.get("replay"), restored["meta"]
+            path.rename(target)
+        except OSError as error:
+            return f"left in place (it cannot be moved: {os_error_of(error)})"
+        self.manager.reload()
+        return f"moved to {target.name}"
 
     def close(self) -> None:
         self.manager.close()

@@ -15,11 +15,7 @@ from omegaconf import OmegaConf
 from slacjax.tasks import get_task
 
 # How a multi-seed program computes convolutions whose weights differ per seed (the strategies
-# of `slacjax.networks`; they compute the same function). On a CPU, a tiny fused update of 2 / 5
-# seeds costs 1.7× / 3.8× one seed's with "loop", 1.9× / 4.9× with "patches" and 3.5× / 12×
-# with "grouped" (experiments/bench_seed_conv.py). "loop" runs the very convolutions one agent
-# runs (on a GPU: the same cuDNN kernels, no im2col copies). The H100's verdict is pending:
-# `python -m experiments.bench --seeds 5 --seed-conv NAME`.
+# of `slacjax.networks`: the same function, different speed; BENCHMARKS.md compares them).
 SEED_CONVS = ("grouped", "loop", "patches")
 DEFAULT_SEED_CONV = "loop"
 
@@ -150,7 +146,11 @@ class TrainConfig:
     run_dir: str = "runs/${task}/${seed_dir:${seed},${seeds}}"  # e.g. seed0, or seeds0-4
     overwrite: bool = False
     env_steps: int = 1_000_000  # total, random collection included
-    collect_agent_steps: int = 10_000
+    # Random collection: 10,000 env steps (10,000 / action repeat agent steps), as the SLAC
+    # paper's curves show; collect_agent_steps, when set, counts agent steps instead (the
+    # released code's and the PyTorch port's 10,000 agent steps).
+    collect_env_steps: int = 10_000
+    collect_agent_steps: typing.Optional[int] = None
     replay_capacity: int = 100_000
     pretrain_updates: int = 100_000
     # Latent updates per jitted call; None: 1 on a CPU (XLA:CPU runs convolutions inside a
@@ -167,6 +167,7 @@ class TrainConfig:
     log_every: int = 1_000  # env steps; also the period of the NaN/inf check
     pretrain_log_every: int = 1_000  # latent updates
     checkpoint_every: int = 50_000  # env steps; taken at the next episode boundary
+    pretrain_checkpoint_every: int = 10_000  # latent updates
     keep_checkpoints: int = 2
     # Cap on an episode's length in env steps (None: the task's own, 1,000 for DMC).
     episode_env_steps: typing.Optional[int] = None
@@ -176,9 +177,9 @@ class TrainConfig:
 
     def __post_init__(self):
         get_task(self.task)
-        positive = ("seeds", "env_steps", "collect_agent_steps", "replay_capacity",
-                    "updates_per_step", "eval_every",
-                    "eval_episodes", "log_every", "pretrain_log_every", "checkpoint_every",
+        positive = ("seeds", "env_steps", "collect_env_steps", "replay_capacity",
+                    "updates_per_step", "eval_every", "eval_episodes", "log_every",
+                    "pretrain_log_every", "checkpoint_every", "pretrain_checkpoint_every",
                     "keep_checkpoints")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -186,7 +187,7 @@ class TrainConfig:
         if self.pretrain_updates < 0:
             raise ValueError(f"pretrain_updates must be >= 0, got {self.pretrain_updates}")
         for name in ("episode_env_steps", "action_repeat", "pretrain_updates_per_dispatch",
-                     "eval_envs"):
+                     "eval_envs", "collect_agent_steps"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -200,17 +201,23 @@ class TrainConfig:
                              "several devices are separate runs, e.g. a sweep)")
         if self.render_quality not in ("default", "fast"):
             raise ValueError(f"render_quality must be default or fast, got {self.render_quality!r}")
-        if self.collect_agent_steps * self.repeat > self.env_steps:
-            raise ValueError(f"collect_agent_steps ({self.collect_agent_steps}) × action repeat "
-                             f"({self.repeat}) exceeds env_steps ({self.env_steps})")
-        if self.collect_agent_steps > self.replay_capacity:
-            raise ValueError(f"collect_agent_steps ({self.collect_agent_steps}) exceeds "
+        if self.collect_steps * self.repeat > self.env_steps:
+            raise ValueError(f"random collection ({self.collect_steps} agent steps × action "
+                             f"repeat {self.repeat}) exceeds env_steps ({self.env_steps})")
+        if self.collect_steps > self.replay_capacity:
+            raise ValueError(f"random collection ({self.collect_steps} agent steps) exceeds "
                              f"replay_capacity ({self.replay_capacity})")
 
     @property
     def repeat(self) -> int:
         """The action repeat in effect."""
         return self.action_repeat or get_task(self.task).action_repeat
+
+    @property
+    def collect_steps(self) -> int:
+        """Agent steps of random collection: collect_agent_steps, or collect_env_steps at the
+        action repeat (rounded up)."""
+        return self.collect_agent_steps or -(-self.collect_env_steps // self.repeat)
 
 
 @dataclasses.dataclass

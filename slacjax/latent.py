@@ -1,7 +1,7 @@
 """The SLAC latent variable model as pure functions over a params dict (spec §2–§3).
 
 Shapes: B sequences, T = sequence_length transitions, T+1 frames; F = feature_dim,
-A = action dims. Latent parameters are a dict with one entry per network in `latent_networks`.
+A = action dims. Latent parameters: one entry per network of `networks.LATENT_NETWORKS`.
 """
 
 from __future__ import annotations
@@ -11,35 +11,15 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from slacjax import distributions as dist
 from slacjax.batch import Batch
 from slacjax.config import AgentConfig
-from slacjax.networks import Decoder, Encoder, GaussianHead
-
-
-def latent_networks(cfg: AgentConfig) -> dict[str, nn.Module]:
-    """The networks of the model, by name; p(z1_0) is N(0, I) and has none (spec §2 table).
-
-    `z2_prior` and `z2_prior_init` are also the z2 posteriors: the same parameters, so their KL
-    is zero and never computed.
-    """
-    dtype = jnp.dtype(cfg.dtype)
-    return {
-        "encoder": Encoder(cfg.feature_dim, dtype=dtype),
-        "decoder": Decoder(dtype=dtype),
-        "z1_posterior_init": GaussianHead(cfg.z1_dim, cfg.hidden_dim),  # q(z1_0 | x_0)
-        "z1_posterior": GaussianHead(cfg.z1_dim, cfg.hidden_dim),  # q(z1_t+1 | x_t+1, z2_t, a_t)
-        "z2_prior_init": GaussianHead(cfg.z2_dim, cfg.hidden_dim),  # p(z2_0 | z1_0)
-        "z1_prior": GaussianHead(cfg.z1_dim, cfg.hidden_dim),  # p(z1_t+1 | z2_t, a_t)
-        "z2_prior": GaussianHead(cfg.z2_dim, cfg.hidden_dim),  # p(z2_t+1 | z1_t+1, z2_t, a_t)
-        "reward": GaussianHead(1, cfg.hidden_dim),  # p(r_t | z_t, a_t, z_t+1)
-    }
+from slacjax.networks import Networks, build
 
 
 def init_latent_params(cfg: AgentConfig, action_dim: int, key: jax.Array) -> dict:
-    nets = latent_networks(cfg)
+    nets = build(cfg, action_dim).latent
     z1 = jnp.zeros((1, cfg.z1_dim))
     z2 = jnp.zeros((1, cfg.z2_dim))
     feature = jnp.zeros((1, cfg.feature_dim))
@@ -59,25 +39,25 @@ def init_latent_params(cfg: AgentConfig, action_dim: int, key: jax.Array) -> dic
             for k, name in zip(keys, sorted(nets))}
 
 
-def apply_net(params: dict, name: str, cfg: AgentConfig, *inputs: jax.Array):
+def apply_net(params: dict, name: str, nets: Networks, *inputs: jax.Array):
     """Applies network `name` to the concatenation of `inputs` along the last axis."""
     x = jnp.concatenate(inputs, axis=-1) if len(inputs) > 1 else inputs[0]
-    return latent_networks(cfg)[name].apply(params[name], x)
+    return getattr(nets, name).apply(params[name], x)
 
 
-def encode(params: dict, frames: jax.Array, cfg: AgentConfig) -> jax.Array:
+def encode(params: dict, frames: jax.Array, nets: Networks) -> jax.Array:
     """uint8 frames [..., 64, 64, 3] -> features float32 [..., F] (leading axes folded)."""
     lead = frames.shape[:-3]
     images = frames.reshape((-1,) + frames.shape[-3:]).astype(jnp.float32) / 255.0
-    features = apply_net(params, "encoder", cfg, images.astype(cfg.dtype))
-    return features.astype(jnp.float32).reshape(lead + (cfg.feature_dim,))
+    features = apply_net(params, "encoder", nets, images.astype(nets.encoder.dtype))
+    return features.astype(jnp.float32).reshape(lead + (nets.encoder.feature_dim,))
 
 
-def decode(params: dict, z1: jax.Array, z2: jax.Array, cfg: AgentConfig) -> jax.Array:
-    """z1 [..., 32], z2 [..., 256] -> mean image float32 [..., 64, 64, 3]."""
+def decode(params: dict, z1: jax.Array, z2: jax.Array, nets: Networks) -> jax.Array:
+    """z1 [..., z1_dim], z2 [..., z2_dim] -> mean image float32 [..., 64, 64, 3]."""
     lead = z1.shape[:-1]
-    z = jnp.concatenate([z1, z2], -1).reshape(-1, cfg.z_dim)
-    images = apply_net(params, "decoder", cfg, z).astype(jnp.float32)
+    z = jnp.concatenate([z1, z2], -1)
+    images = apply_net(params, "decoder", nets, z.reshape(-1, z.shape[-1])).astype(jnp.float32)
     return images.reshape(lead + images.shape[1:])
 
 
@@ -91,26 +71,26 @@ class Rollout(NamedTuple):
 
 
 def posterior_rollout(params: dict, features: jax.Array, actions: jax.Array, key: jax.Array,
-                      cfg: AgentConfig) -> Rollout:
+                      nets: Networks) -> Rollout:
     """Filters the sequence: features [B, T+1, F], actions [B, T, A] -> Rollout.
 
     t = 0: z1 ~ q(z1_0 | f_0), z2 ~ p(z2_0 | z1_0);
     t ≥ 1: z1 ~ q(z1_t | f_t, z2_t-1, a_t-1), z2 ~ p(z2_t | z1_t, z2_t-1, a_t-1).
     """
     batch, steps = actions.shape[:2]
-    chex.assert_shape(features, (batch, steps + 1, cfg.feature_dim))
+    chex.assert_shape(features, (batch, steps + 1, nets.encoder.feature_dim))
     key_init, key_steps = jax.random.split(key)
     k1, k2 = jax.random.split(key_init)
-    z1_mean0, z1_std0 = apply_net(params, "z1_posterior_init", cfg, features[:, 0])
+    z1_mean0, z1_std0 = apply_net(params, "z1_posterior_init", nets, features[:, 0])
     z1_0 = dist.sample(k1, z1_mean0, z1_std0)
-    z2_0 = dist.sample(k2, *apply_net(params, "z2_prior_init", cfg, z1_0))
+    z2_0 = dist.sample(k2, *apply_net(params, "z2_prior_init", nets, z1_0))
 
     def posterior_step(z2_prev, inputs):
         feature, action, step_key = inputs
         k_z1, k_z2 = jax.random.split(step_key)
-        z1_mean, z1_std = apply_net(params, "z1_posterior", cfg, feature, z2_prev, action)
+        z1_mean, z1_std = apply_net(params, "z1_posterior", nets, feature, z2_prev, action)
         z1 = dist.sample(k_z1, z1_mean, z1_std)
-        z2 = dist.sample(k_z2, *apply_net(params, "z2_prior", cfg, z1, z2_prev, action))
+        z2 = dist.sample(k_z2, *apply_net(params, "z2_prior", nets, z1, z2_prev, action))
         return z2, (z1, z2, z1_mean, z1_std)
 
     time_major = (jnp.swapaxes(features[:, 1:], 0, 1), jnp.swapaxes(actions, 0, 1),
@@ -124,19 +104,19 @@ def posterior_rollout(params: dict, features: jax.Array, actions: jax.Array, key
 
 
 def z1_prior_on_posterior(params: dict, rollout: Rollout, actions: jax.Array,
-                          cfg: AgentConfig) -> tuple[jax.Array, jax.Array]:
+                          nets: Networks) -> tuple[jax.Array, jax.Array]:
     """p(z1_t | z2_t-1, a_t-1) for t = 1..T, fed the POSTERIOR z2 samples: -> [B, T, z1] ×2.
 
     Spec §3: the prior is evaluated on the posterior samples, not rolled out on its own.
     """
-    return apply_net(params, "z1_prior", cfg, rollout.z2[:, :-1], actions)
+    return apply_net(params, "z1_prior", nets, rollout.z2[:, :-1], actions)
 
 
 def reward_distribution(params: dict, rollout: Rollout, actions: jax.Array,
-                        cfg: AgentConfig) -> tuple[jax.Array, jax.Array]:
+                        nets: Networks) -> tuple[jax.Array, jax.Array]:
     """p(r_t | z_t, a_t, z_t+1) for t = 0..T-1: -> mean, std [B, T]."""
     z = jnp.concatenate([rollout.z1, rollout.z2], -1)
-    mean, std = apply_net(params, "reward", cfg, z[:, :-1], actions, z[:, 1:])
+    mean, std = apply_net(params, "reward", nets, z[:, :-1], actions, z[:, 1:])
     return mean[..., 0], std[..., 0]
 
 
@@ -146,28 +126,28 @@ def reward_mask(terminals: jax.Array) -> jax.Array:
     return (terminated_before == 0).astype(jnp.float32)
 
 
-def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig):
+def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig, nets: Networks):
     """Negative ELBO (spec §3) averaged over the batch -> (loss, metrics).
 
     loss = Σ_t KL(q(z1_t) ‖ p(z1_t)) − Σ_t log p(x_t | z_t) − Σ_t mask_t · log p(r_t | ·).
     """
     batch_size, steps = batch.rewards.shape
-    features = encode(params, batch.frames, cfg)
-    rollout = posterior_rollout(params, features, batch.actions, key, cfg)
+    features = encode(params, batch.frames, nets)
+    rollout = posterior_rollout(params, features, batch.actions, key, nets)
 
-    prior_mean, prior_std = z1_prior_on_posterior(params, rollout, batch.actions, cfg)
+    prior_mean, prior_std = z1_prior_on_posterior(params, rollout, batch.actions, nets)
     prior_mean = jnp.concatenate([jnp.zeros_like(rollout.z1_mean[:, :1]), prior_mean], 1)
     prior_std = jnp.concatenate([jnp.ones_like(rollout.z1_std[:, :1]), prior_std], 1)
     kl = dist.kl(rollout.z1_mean, rollout.z1_std, prior_mean, prior_std).sum(1)
 
     images = batch.frames.astype(jnp.float32) / 255.0
-    predicted = decode(params, rollout.z1, rollout.z2, cfg)
+    predicted = decode(params, rollout.z1, rollout.z2, nets)
     chex.assert_equal_shape([predicted, images])
     pixel_std = jnp.sqrt(cfg.decoder_var)
     image_ll = dist.log_prob(images.reshape(batch_size, steps + 1, -1),
                              predicted.reshape(batch_size, steps + 1, -1), pixel_std).sum(1)
 
-    reward_mean, reward_std = reward_distribution(params, rollout, batch.actions, cfg)
+    reward_mean, reward_std = reward_distribution(params, rollout, batch.actions, nets)
     reward_ll = dist.log_prob(batch.rewards[..., None], reward_mean[..., None],
                               reward_std[..., None])
     reward_ll = (reward_ll * reward_mask(batch.terminals)).sum(1)
@@ -178,24 +158,25 @@ def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig):
     return loss, metrics
 
 
-def reconstruct_and_imagine(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig,
+def reconstruct_and_imagine(params: dict, batch: Batch, key: jax.Array, nets: Networks,
                             context: int = 1) -> tuple[jax.Array, jax.Array]:
-    """The SLAC paper's qualitative figure -> (posterior, prior) images [B, T+1, 64, 64, 3] in [0, 1].
+    """The SLAC paper's qualitative figure -> (posterior, prior) images [B, T+1, 64, 64, 3],
+    in [0, 1].
 
     posterior: decoded posterior samples of every frame. prior: the first `context` frames
     filtered by the posterior, then the prior rolled out open-loop on the batch's actions.
     """
     key_post, key_prior = jax.random.split(key)
-    features = encode(params, batch.frames, cfg)
-    rollout = posterior_rollout(params, features, batch.actions, key_post, cfg)
-    posterior_images = decode(params, rollout.z1, rollout.z2, cfg)
+    features = encode(params, batch.frames, nets)
+    rollout = posterior_rollout(params, features, batch.actions, key_post, nets)
+    posterior_images = decode(params, rollout.z1, rollout.z2, nets)
 
     def prior_step(carry, inputs):
         z1, z2 = carry
         action, step_key, observed = inputs
         k_z1, k_z2 = jax.random.split(step_key)
-        z1_next = dist.sample(k_z1, *apply_net(params, "z1_prior", cfg, z2, action))
-        z2_next = dist.sample(k_z2, *apply_net(params, "z2_prior", cfg, z1_next, z2, action))
+        z1_next = dist.sample(k_z1, *apply_net(params, "z1_prior", nets, z2, action))
+        z2_next = dist.sample(k_z2, *apply_net(params, "z2_prior", nets, z1_next, z2, action))
         z1_next = jnp.where(observed[0], observed[1], z1_next)
         z2_next = jnp.where(observed[0], observed[2], z2_next)
         return (z1_next, z2_next), (z1_next, z2_next)
@@ -208,5 +189,5 @@ def reconstruct_and_imagine(params: dict, batch: Batch, key: jax.Array, cfg: Age
     _, (z1s, z2s) = jax.lax.scan(prior_step, (rollout.z1[:, 0], rollout.z2[:, 0]), inputs)
     z1 = jnp.concatenate([rollout.z1[:, :1], jnp.swapaxes(z1s, 0, 1)], 1)
     z2 = jnp.concatenate([rollout.z2[:, :1], jnp.swapaxes(z2s, 0, 1)], 1)
-    prior_images = decode(params, z1, z2, cfg)
+    prior_images = decode(params, z1, z2, nets)
     return jnp.clip(posterior_images, 0, 1), jnp.clip(prior_images, 0, 1)

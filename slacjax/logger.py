@@ -64,7 +64,7 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.wandb_run is not None:
-            self.wandb_run.finish()
+            self.wandb_run.finish(quiet=True)
 
 
 def start_wandb(run_dir: pathlib.Path, run_id: str, name: str, config: dict, mode: str,
@@ -79,8 +79,10 @@ def start_wandb(run_dir: pathlib.Path, run_id: str, name: str, config: dict, mod
         print("wandb is not installed: metrics go to metrics.jsonl only", file=sys.stderr)
         return None
     several = dict(reinit="create_new") if concurrent else {}
+    # Quiet: no banner, no summary at exit (the run's own output says where its files are).
     run = wandb.init(project=project, entity=entity, group=group, name=name, id=run_id,
-                     resume="allow", mode=mode, dir=str(run_dir), config=config, **several)
+                     resume="allow", mode=mode, dir=str(run_dir), config=config,
+                     settings=wandb.Settings(silent=True), **several)
     # Every series is plotted against env steps; pretraining rows against their update count.
     run.define_metric("env_step")
     run.define_metric("pretrain/pretrain_update")
@@ -95,14 +97,15 @@ def new_wandb_id() -> str:
 
 
 class Progress:
-    """One tqdm bar per phase: env steps (updates in pretraining), rate, ETA, last eval return."""
+    """One tqdm bar per phase (env steps; updates in pretraining) with its rate and ETA, the
+    whole run's ETA and the last evaluation's return."""
 
     UNITS = {"collect": "env step", "pretrain": "update", "train": "env step"}
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = None
-        self.last_eval = None
+        self.postfix = {}
 
     def start(self, phase: str, done: int, total: int) -> None:
         self.close()
@@ -110,32 +113,62 @@ class Progress:
             self.bar = tqdm(total=total, initial=done, desc=phase, unit=self.UNITS[phase],
                             unit_scale=True, dynamic_ncols=True, smoothing=0.05,
                             file=sys.stderr)
-            self._refresh_postfix(env_step=None)
+            self.bar.set_postfix(self.postfix, refresh=False)
 
-    def advance(self, amount: int, env_step: int | None = None) -> None:
-        if self.bar is not None:
-            self.bar.update(amount)
-            if env_step is not None and self.bar.unit != "env step":
-                self._refresh_postfix(env_step)
-
-    def eval_done(self, stochastic_return: float) -> None:
-        self.last_eval = stochastic_return
-        self._refresh_postfix(env_step=None)
-
-    def _refresh_postfix(self, env_step: int | None) -> None:
+    def advance(self, amount: int, env_step: int, run_eta: float | None = None) -> None:
         if self.bar is None:
             return
-        postfix = {}
-        if env_step is not None:
-            postfix["env_step"] = env_step
-        if self.last_eval is not None:
-            postfix["eval_return"] = f"{self.last_eval:.1f}"
-        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(amount)
+        if self.bar.unit != "env step":
+            self.postfix["env_step"] = env_step
+        if run_eta is not None:
+            self.postfix["run_eta"] = tqdm.format_interval(run_eta)
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def eval_done(self, stochastic_return: float) -> None:
+        self.postfix["eval_return"] = f"{stochastic_return:.1f}"
+
+    def write(self, line: str) -> None:
+        """A line on stderr that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        self.postfix.pop("env_step", None)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class RunEta:
+    """Seconds left in the whole run from the rates measured so far: each phase's seconds
+    per unit (agent step; update in pretraining). Before training has a rate of its own, an
+    agent step is taken to cost an env step of collection plus two pretraining updates (the
+    fused update does the latent update and about as much again for SAC); evaluations are
+    not counted."""
+
+    def __init__(self):
+        self.seconds_per: dict[str, float] = {}
+        self.mark = None
+
+    def start(self, phase: str, done: int) -> None:
+        self.mark = (phase, done, time.monotonic())
+
+    def remaining(self, done: int, left: dict[str, int]) -> float | None:
+        """`done`: the current phase's units so far; `left`: {phase: units left}."""
+        if self.mark is None:
+            return None
+        phase, start, started = self.mark
+        if done > start:
+            self.seconds_per[phase] = (time.monotonic() - started) / (done - start)
+        per = dict(self.seconds_per)
+        if "train" not in per and {"collect", "pretrain"} <= set(per):
+            per["train"] = per["collect"] + 2 * per["pretrain"]
+        if any(count > 0 and name not in per for name, count in left.items()):
+            return None
+        return sum(count * per[name] for name, count in left.items() if count > 0)
 
 
 class Stopwatch:

@@ -1,26 +1,26 @@
-"""Flax modules of SLAC with the spec's sizes (§2, §4): Glorot-uniform weights, zero biases.
+"""Flax modules of SLAC (spec §2, §4), all built by `build` from one AgentConfig.
 
-Frames are channels-last, [N, 64, 64, 3]. Modules take and return float arrays; uint8 → [0, 1]
-conversion happens in `latent.encode`.
+Glorot-uniform weights, zero biases; frames channels-last [N, 64, 64, 3] floats in [0, 1].
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
 import functools
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from slacjax.config import SEED_CONVS
+from slacjax.config import SEED_CONVS, AgentConfig
 
 glorot = nn.initializers.xavier_uniform()
 LEAKY_SLOPE = 0.2
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+# The convolution strategy of a single agent's program: plain lax convolutions.
+PLAIN_CONV = "grouped"
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:
@@ -44,13 +44,13 @@ class MLP(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """MLP 256-256 (leaky ReLU 0.2) → diagonal Gaussian: [..., in] -> mean, std [..., dim].
+    """MLP hidden-hidden (leaky ReLU 0.2) → diagonal Gaussian: [..., in] -> mean, std [..., dim].
 
     std = softplus(raw) + 1e-5 (spec §2).
     """
 
     dim: int
-    hidden_dim: int = 256
+    hidden_dim: int
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -60,34 +60,20 @@ class GaussianHead(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Convolutions with per-seed weights: how `slacjax.parallel`'s N-seed program batches them.
-#
-# vmap of a convolution whose weights are batched emits one grouped convolution
-# (feature_group_count = N), which XLA runs slowly (an H100 ran 5 seeds' update at 9× one
-# seed's). A strategy names another way to compute the same function; only the seeds path sets
-# one, while it traces (`seed_conv_strategy`), so a single agent's program is untouched.
+# Convolutions with per-seed weights. vmap of a convolution whose weights are batched emits one
+# grouped convolution (vmap's own rule, "grouped"), which XLA runs slowly; the other strategies
+# compute the same function otherwise. `seed_conv` is a static attribute of the conv modules,
+# so another strategy is another compiled program. Outside vmap all three are one convolution.
 #   "grouped"  vmap's own rule: one grouped convolution per layer.
 #   "loop"     under vmap, one ordinary convolution per seed (unrolled), forward and backward.
 #   "patches"  im2col (strided slices, concatenated) + a matmul: under vmap a batched matmul.
 
-_SEED_CONV: contextvars.ContextVar[str] = contextvars.ContextVar("seed_conv", default="grouped")
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
 
-@contextlib.contextmanager
-def seed_conv_strategy(name: str) -> Iterator[None]:
-    """Within: Encoder / Decoder convolutions that get traced use strategy `name`.
-
-    Read when a module is traced: wrap the tracing of an unjitted function (a nested jit may
-    reuse a trace made under another strategy).
-    """
+def check_seed_conv(name: str) -> None:
     if name not in SEED_CONVS:
-        raise ValueError(f"seed_conv must be one of {SEED_CONVS}, got {name!r}")
-    token = _SEED_CONV.set(name)
-    try:
-        yield
-    finally:
-        _SEED_CONV.reset(token)
+        raise ValueError(f"seed_conv must be one of {', '.join(SEED_CONVS)}, got {name!r}")
 
 
 def lax_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -149,19 +135,12 @@ def patches_conv(x, kernel, strides, padding) -> jax.Array:
     return jnp.einsum("nhwk,kd->nhwd", patches, kernel.reshape(kh * kw * c_in, c_out))
 
 
-_CONVS = {"grouped": lax_conv, "loop": loop_conv, "patches": patches_conv}
+CONVS = {"grouped": lax_conv, "loop": loop_conv, "patches": patches_conv}
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-           padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-    """`lax_conv` computed the active strategy's way (outside the seeds path: `lax_conv`)."""
-    return _CONVS[_SEED_CONV.get()](x, kernel, strides, padding)
-
-
-def _flax_conv_fn():
-    """nn.Conv's conv_general_dilated: None (flax's own lax call) unless a strategy is on."""
-    name = _SEED_CONV.get()
-    if name == "grouped":
+def _flax_conv_fn(seed_conv: str):
+    """nn.Conv's conv_general_dilated: None (flax's own lax call) for "grouped"."""
+    if seed_conv == "grouped":
         return None
 
     def conv(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation, dimension_numbers,
@@ -169,16 +148,17 @@ def _flax_conv_fn():
         assert set(lhs_dilation) == set(rhs_dilation) == {1} and feature_group_count == 1
         assert precision is None and dimension_numbers == jax.lax.conv_dimension_numbers(
             x.shape, kernel.shape, NHWC_HWIO)
-        return _CONVS[name](x, kernel, tuple(strides), tuple(map(tuple, padding)))
+        return CONVS[seed_conv](x, kernel, tuple(strides), tuple(map(tuple, padding)))
 
     return conv
 
 
 class Encoder(nn.Module):
-    """[N, 64, 64, 3] in [0, 1] -> [N, 256]: five convolutions, leaky ReLU after each."""
+    """[N, 64, 64, 3] in [0, 1] -> [N, feature_dim]: five convolutions, leaky ReLU after each."""
 
-    feature_dim: int = 256
-    dtype: jnp.dtype = jnp.float32
+    feature_dim: int
+    dtype: jnp.dtype
+    seed_conv: str
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -189,7 +169,7 @@ class Encoder(nn.Module):
         for channels, kernel, stride, pad in layers:
             x = nn.Conv(channels, (kernel, kernel), (stride, stride), [(pad, pad), (pad, pad)],
                         kernel_init=glorot, dtype=self.dtype,
-                        conv_general_dilated=_flax_conv_fn())(x)
+                        conv_general_dilated=_flax_conv_fn(self.seed_conv))(x)
             x = leaky_relu(x)
         return x.reshape(x.shape[0], -1)
 
@@ -215,15 +195,15 @@ def _phase_taps(kernel_size: int, stride: int, padding: int) -> tuple[np.ndarray
     return taps, e_min, e_max
 
 
-def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                             seed_conv: str = PLAIN_CONV) -> jax.Array:
     """Strided transposed convolution computed as a stride-1 convolution + depth-to-space.
 
     x: [N, H, W, Cin]; kernel: [k, k, Cin, Cout] (the transposed convolution's own kernel);
     returns [N, stride·H, stride·W, Cout], the same function as PyTorch's
     ConvTranspose2d(k, stride, padding, output_padding=stride − 1 − (k − 1 − 2·padding)).
     Why: XLA differentiates a dilated-input (transposed) convolution far more slowly than a
-    plain one — 6.2 of 7.2 ms of an encoder+decoder step on an H100 — and each output phase
-    only ever sees a small stride-1 kernel over the coarse grid.
+    plain one, and each output phase only sees a small stride-1 kernel over the coarse grid.
     """
     k, _, c_in, c_out = kernel.shape
     taps, e_min, e_max = _phase_taps(k, stride, padding)
@@ -234,7 +214,7 @@ def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, paddi
     phased = zero_tap[taps][:, :, taps]
     phased = phased.transpose(0, 2, 4, 1, 3, 5).reshape(n_off, n_off, c_in, stride * stride * c_out)
     pad = ((-e_min, e_max), (-e_min, e_max))
-    y = conv2d(x, phased.astype(x.dtype), (1, 1), pad)
+    y = CONVS[seed_conv](x, phased.astype(x.dtype), (1, 1), pad)
     n, h, w, _ = y.shape
     y = y.reshape(n, h, w, stride, stride, c_out).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, h * stride, w * stride, c_out)
@@ -247,7 +227,8 @@ class ConvTranspose(nn.Module):
     kernel_size: int
     stride: int
     padding: int
-    dtype: jnp.dtype = jnp.float32
+    dtype: jnp.dtype
+    seed_conv: str
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -260,14 +241,15 @@ class ConvTranspose(nn.Module):
             assert x.shape[1:3] == (1, 1) and self.padding == 0
             y = jnp.einsum("nc,hwcd->nhwd", x[:, 0, 0], kernel.astype(self.dtype))
         else:
-            y = conv_transpose_by_phases(x, kernel, self.stride, self.padding)
+            y = conv_transpose_by_phases(x, kernel, self.stride, self.padding, self.seed_conv)
         return y + bias.astype(self.dtype)
 
 
 class Decoder(nn.Module):
     """[N, z1 + z2] -> [N, 64, 64, 3]: the mean image; leaky ReLU after every layer (spec §2)."""
 
-    dtype: jnp.dtype = jnp.float32
+    dtype: jnp.dtype
+    seed_conv: str
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -276,15 +258,16 @@ class Decoder(nn.Module):
             (256, 4, 1, 0), (128, 3, 2, 1), (64, 3, 2, 1), (32, 3, 2, 1), (3, 5, 2, 2),
         )
         for channels, kernel, stride, pad in layers:
-            x = leaky_relu(ConvTranspose(channels, kernel, stride, pad, dtype=self.dtype)(x))
+            x = leaky_relu(ConvTranspose(channels, kernel, stride, pad, self.dtype,
+                                         self.seed_conv)(x))
         return x
 
 
 class Actor(nn.Module):
-    """[N, 8·256 + 7·A] -> mean, log_std [N, A]; log_std clipped to [-20, 2]."""
+    """[N, T·F + (T−1)·A] -> mean, log_std [N, A]; log_std clipped to [-20, 2]."""
 
     action_dim: int
-    hidden_dim: int = 256
+    hidden_dim: int
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -294,9 +277,9 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Two independent Q networks: z [N, 288], a [N, A] -> q1, q2 [N]."""
+    """Two independent Q networks: z [N, Z], a [N, A] -> q1, q2 [N]."""
 
-    hidden_dim: int = 256
+    hidden_dim: int
 
     @nn.compact
     def __call__(self, z: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -304,3 +287,51 @@ class TwinCritic(nn.Module):
         q1 = MLP((self.hidden_dim, self.hidden_dim, 1), name="q1")(x)
         q2 = MLP((self.hidden_dim, self.hidden_dim, 1), name="q2")(x)
         return q1[..., 0], q2[..., 0]
+
+
+# The latent model's networks, by name; p(z1_0) is N(0, I) and has none (spec §2 table).
+LATENT_NETWORKS = ("encoder", "decoder", "z1_posterior_init", "z1_posterior", "z2_prior_init",
+                   "z1_prior", "z2_prior", "reward")
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """Every module of one agent (hashable: a static argument of jitted functions).
+
+    `z2_prior` and `z2_prior_init` are also the z2 posteriors: the same parameters, so their KL
+    is zero and never computed.
+    """
+
+    encoder: Encoder
+    decoder: Decoder
+    z1_posterior_init: GaussianHead  # q(z1_0 | x_0)
+    z1_posterior: GaussianHead  # q(z1_t+1 | x_t+1, z2_t, a_t)
+    z2_prior_init: GaussianHead  # p(z2_0 | z1_0)
+    z1_prior: GaussianHead  # p(z1_t+1 | z2_t, a_t)
+    z2_prior: GaussianHead  # p(z2_t+1 | z1_t+1, z2_t, a_t)
+    reward: GaussianHead  # p(r_t | z_t, a_t, z_t+1)
+    actor: Actor
+    critic: TwinCritic
+
+    @property
+    def latent(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in LATENT_NETWORKS}
+
+
+def build(cfg: AgentConfig, action_dim: int, seed_conv: str = PLAIN_CONV) -> Networks:
+    """The agent's modules with cfg's sizes; `seed_conv` (SEED_CONVS) only matters under vmap."""
+    check_seed_conv(seed_conv)
+    dtype = jnp.dtype(cfg.dtype)
+    hidden = cfg.hidden_dim
+    return Networks(
+        encoder=Encoder(cfg.feature_dim, dtype, seed_conv),
+        decoder=Decoder(dtype, seed_conv),
+        z1_posterior_init=GaussianHead(cfg.z1_dim, hidden),
+        z1_posterior=GaussianHead(cfg.z1_dim, hidden),
+        z2_prior_init=GaussianHead(cfg.z2_dim, hidden),
+        z1_prior=GaussianHead(cfg.z1_dim, hidden),
+        z2_prior=GaussianHead(cfg.z2_dim, hidden),
+        reward=GaussianHead(1, hidden),
+        actor=Actor(action_dim, hidden),
+        critic=TwinCritic(hidden),
+    )

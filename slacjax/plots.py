@@ -1,4 +1,5 @@
-"""Pictures of a run: the learning curve and the SLAC paper's reconstruction / imagination figure.
+"""Pictures of a run: the learning curve (beside the SLAC paper's) and the paper's
+reconstruction / imagination figure.
 
 Files are written to a temporary name and renamed, so a viewer never sees half a picture.
 """
@@ -16,44 +17,96 @@ import imageio.v3 as iio  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from slacjax import reference  # noqa: E402
+
 STRIP_ROWS = ("ground truth", "posterior", "prior (imagined)")
 
 
 POLICIES = ("stochastic", "greedy")
 
 
-def _curves(series: dict, path: pathlib.Path, title: str) -> None:
-    """{label: (env steps, means, stds)} as lines with ± std bands, written to `path`."""
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    for label, (steps, means, stds) in series.items():
-        means, stds = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
-        axis.plot(steps, means, marker="o", markersize=3, label=label)
-        axis.fill_between(steps, means - stds, means + stds, alpha=0.2)
+def steps_label(step: float) -> str:
+    """An env-step count for an axis or a table: 100000 -> "100k", 1500000 -> "1.5M"."""
+    if step >= 1_000_000:
+        return f"{step / 1e6:g}M"
+    return f"{step / 1e3:g}k" if step >= 1_000 else f"{step:g}"
+
+
+def env_step_axis(axis) -> None:
     axis.set_xlabel("env steps")
-    axis.set_ylabel("episode return")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
+    axis.xaxis.set_major_formatter(lambda step, _: steps_label(step))
+
+
+def save(figure, path: pathlib.Path) -> None:
+    """Writes `figure` to `path` (PNG) through a temporary file, and closes it."""
     temporary = path.with_name(path.stem + ".tmp.png")
     figure.savefig(temporary)
     plt.close(figure)
     os.replace(temporary, path)
 
 
-def learning_curve(rows: list[dict], path: pathlib.Path, title: str) -> None:
-    """Evaluation returns (stochastic and greedy) against env steps, from the logged rows."""
+def draw_reference(axis, task: str | None, last_env_step: float, band: str = "std") -> bool:
+    """The paper's curve of `task` up to `last_env_step` on `axis`: its mean and a band of
+    ± one standard deviation across its seeds (`band="std"`) or its 95% bootstrap interval
+    (`band="ci"`). -> whether there was one to draw."""
+    curve = reference.curve(task) if task else None
+    if curve is None or last_env_step <= curve.env_step[0]:
+        return False
+    # The logged steps before the run's last one, and the curve interpolated at that one.
+    shown = curve.env_step < last_env_step
+    steps = np.append(curve.env_step[shown], min(last_env_step, curve.env_step[-1]))
+    if band == "std":
+        low, high = curve.mean - curve.std, curve.mean + curve.std
+        spread = "± std"
+    else:
+        low, high = curve.ci_low, curve.ci_high
+        spread = "95% CI"
+    mean, low, high = (np.interp(steps, curve.env_step, values)
+                       for values in (curve.mean, low, high))
+    seeds = int(np.max(curve.n_seeds))
+    axis.plot(steps, mean, color="0.25", linestyle="--", linewidth=1.5,
+              label=f"{curve.label}, {seeds} seeds, {spread}", zorder=1)
+    axis.fill_between(steps, low, high, color="0.5", alpha=0.2, linewidth=0, zorder=0)
+    return True
+
+
+def _curves(series: dict, path: pathlib.Path, title: str, task: str | None) -> None:
+    """{label: (env steps, means, stds)} as lines with ± std bands beside the paper's curve of
+    `task`, written to `path`."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    last = max((max(steps) for steps, _, _ in series.values() if len(steps)), default=0)
+    draw_reference(axis, task, last)
+    for label, (steps, means, stds) in series.items():
+        means, stds = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
+        axis.plot(steps, means, marker="o", markersize=3, label=label, zorder=3)
+        axis.fill_between(steps, means - stds, means + stds, alpha=0.2, zorder=2)
+    env_step_axis(axis)
+    axis.set_ylabel("episode return")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    save(figure, path)
+
+
+def learning_curve(rows: list[dict], path: pathlib.Path, title: str,
+                   task: str | None = None) -> None:
+    """Evaluation returns (stochastic and greedy, ± std over the episodes) against env steps,
+    from the logged rows, beside the SLAC paper's curve of `task` (mean ± std over its seeds)
+    where the package has one."""
     evals = [row for row in rows if row.get("phase") == "eval"]
     steps = [row["env_step"] for row in evals]
-    _curves({policy: (steps, [row[f"return_{policy}"] for row in evals],
-                      [row[f"return_{policy}_std"] for row in evals]) for policy in POLICIES},
-            path, title)
+    _curves({f"{policy} (± std over episodes)":
+             (steps, [row[f"return_{policy}"] for row in evals],
+              [row[f"return_{policy}_std"] for row in evals]) for policy in POLICIES},
+            path, title, task)
 
 
 def seeds_learning_curve(rows_per_seed: list[list[dict]], path: pathlib.Path,
-                         title: str) -> None:
+                         title: str, task: str | None = None) -> None:
     """The seeds' evaluation returns, mean ± std across seeds, at the env steps where every
-    seed has an evaluation (each seed's return is its mean over its evaluation episodes)."""
+    seed has an evaluation (each seed's return is its mean over its evaluation episodes),
+    beside the SLAC paper's curve of `task` where the package has one."""
     evals = [{row["env_step"]: row for row in rows if row.get("phase") == "eval"}
              for rows in rows_per_seed]
     steps = sorted(set.intersection(*(set(seed_evals) for seed_evals in evals)))
@@ -61,8 +114,9 @@ def seeds_learning_curve(rows_per_seed: list[list[dict]], path: pathlib.Path,
     for policy in POLICIES:
         returns = np.array([[seed_evals[step][f"return_{policy}"] for step in steps]
                             for seed_evals in evals], dtype=float).reshape(len(evals), -1)
-        series[policy] = (steps, returns.mean(axis=0), returns.std(axis=0))
-    _curves(series, path, title)
+        series[f"{policy} (± std over seeds)"] = (steps, returns.mean(axis=0),
+                                                  returns.std(axis=0))
+    _curves(series, path, title, task)
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:
@@ -100,10 +154,7 @@ def reconstruction_strip(rows: np.ndarray, png_path: pathlib.Path, gif_path: pat
         axes[row, 0].set_ylabel(label, fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    temporary = png_path.with_name(png_path.stem + ".tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    os.replace(temporary, png_path)
+    save(figure, png_path)
 
     side_by_side = np.concatenate(list(rows), axis=-2)  # [T, H, 3W, 3]
     write_gif(_upscale(side_by_side, 2), gif_path)
@@ -116,7 +167,8 @@ def write_gif(frames: np.ndarray, path: pathlib.Path, fps: int = 4) -> None:
 
 
 def write_video(frames: np.ndarray, path: pathlib.Path, fps: int = 30) -> pathlib.Path:
-    """An MP4 if an ffmpeg backend is installed, else a GIF next to it -> the path written."""
+    """An MP4 (through imageio's ffmpeg plugin and the ffmpeg binary the `imageio-ffmpeg` wheel
+    bundles, or PyAV) -> the path written. Where neither is installed, a GIF next to it."""
     frames = _upscale(_to_uint8(frames), 4)
     temporary = path.with_name(path.stem + ".tmp.mp4")
     try:

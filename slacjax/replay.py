@@ -23,7 +23,7 @@ class Replay:
     """A ring buffer of C frames and the transitions between them.
 
     frames:       uint8   [C, H, W, 3]  one observation per slot
-    actions:      float32 [C, A]        action taken at frames[i] (zero for an episode's newest frame)
+    actions:      float32 [C, A]        action taken at frames[i] (zero at an episode's last frame)
     rewards:      float32 [C]           reward received for actions[i]
     terminals:    float32 [C]           1 if actions[i] ended the episode by a true termination
     episode:      int32   [C]           id of the episode slot i belongs to, -1 = never written
@@ -122,6 +122,28 @@ def add(replay: Replay, frame: jax.Array, action: jax.Array, reward: jax.Array,
         size=jnp.minimum(replay.size + 1, replay.capacity),
         next_episode=replay.next_episode + first.astype(jnp.int32),
     )
+
+
+def add_if(replay: Replay, frame: jax.Array, action: jax.Array, reward: jax.Array,
+           terminal: jax.Array, first: jax.Array, active: jax.Array) -> Replay:
+    """`add` where `active` (a bool scalar), else the replay unchanged; vmap it over seeds.
+
+    `add` writes two slots, the cursor's and the one before: it runs on a two-slot copy of them
+    and only those rows go back, so a donated ring is updated in place (choosing between two
+    whole rings would copy them).
+    """
+    capacity, cursor = replay.capacity, replay.cursor
+    slots = jnp.stack([(cursor - 1) % capacity, cursor])
+    rows = jax.tree.map(lambda leaf: leaf[slots] if leaf.ndim else leaf, replay)
+    added = add(rows.replace(cursor=jnp.ones_like(cursor)), frame, action, reward, terminal,
+                first)
+    chosen = jax.tree.map(lambda new, old: jnp.where(active, new, old), added, rows)
+    return replay.replace(
+        **{name: getattr(replay, name).at[slots].set(getattr(chosen, name))
+           for name in ("frames", "actions", "rewards", "terminals", "episode", "episode_step")},
+        cursor=jnp.where(active, (cursor + 1) % capacity, cursor),
+        size=jnp.where(active, jnp.minimum(replay.size + 1, capacity), replay.size),
+        next_episode=chosen.next_episode)
 
 
 def _check_sequence_length(replay: Replay, sequence_length: int) -> None:

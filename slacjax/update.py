@@ -1,26 +1,25 @@
-"""The training state and the fused update step (spec §5).
+"""The training state and the fused update step (spec §5), as pure functions.
 
 `update` computes the latent, critic, actor and α losses from the parameters before the step,
-applies the four Adam optimisers and moves the critic targets: one function, compiled once.
-`train_steps` / `pretrain_steps` add sampling from the device replay and run K updates per
-dispatch under `lax.scan`; they are jitted with the state donated, so the hot path never
-leaves the device. `cfg` is a static argument everywhere: new data never recompiles.
+then applies the four Adam optimisers and moves the critic targets. `slacjax.steps` jits them.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from slacjax import latent, sac
+from slacjax import latent, networks, sac
 from slacjax import replay as replay_lib
 from slacjax.batch import Batch
 from slacjax.config import AgentConfig
-from slacjax.networks import Actor, TwinCritic
+from slacjax.networks import Networks
 
 
 @struct.dataclass
@@ -60,12 +59,11 @@ def actor_input_dim(cfg: AgentConfig, action_dim: int) -> int:
 
 def init_state(cfg: AgentConfig, action_dim: int, key: jax.Array) -> TrainState:
     k_latent, k_actor, k_critic, k_state = jax.random.split(key, 4)
+    nets = networks.build(cfg, action_dim)
     params = Params(
         latent=latent.init_latent_params(cfg, action_dim, k_latent),
-        actor=Actor(action_dim, cfg.hidden_dim).init(
-            k_actor, jnp.zeros((1, actor_input_dim(cfg, action_dim)))),
-        critic=TwinCritic(cfg.hidden_dim).init(
-            k_critic, jnp.zeros((1, cfg.z_dim)), jnp.zeros((1, action_dim))),
+        actor=nets.actor.init(k_actor, jnp.zeros((1, actor_input_dim(cfg, action_dim)))),
+        critic=nets.critic.init(k_critic, jnp.zeros((1, cfg.z_dim)), jnp.zeros((1, action_dim))),
     )
     log_alpha = jnp.asarray(jnp.log(cfg.init_alpha), jnp.float32)
     opts = optimizers(cfg)
@@ -96,21 +94,21 @@ def apply_gradients(opt: optax.GradientTransformation, params, grads, opt_state)
     return optax.apply_updates(params, updates), opt_state
 
 
-def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig):
+def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, nets: Networks):
     """What SAC reads from the model, all behind stop_gradient -> (z, z_next, now, next).
 
     z, z_next [N, Z] are the last two posterior samples of one rollout; now/next are the
     actor's input windows [N, T·F + (T−1)·A].
     """
     latent_params = jax.lax.stop_gradient(latent_params)
-    features = latent.encode(latent_params, batch.frames, cfg)
-    rollout = latent.posterior_rollout(latent_params, features, batch.actions, key, cfg)
+    features = latent.encode(latent_params, batch.frames, nets)
+    rollout = latent.posterior_rollout(latent_params, features, batch.actions, key, nets)
     z = jnp.concatenate([rollout.z1, rollout.z2], axis=-1)
     now, nxt = sac.actor_inputs(features, batch.actions)
     return jax.lax.stop_gradient((z[:, -2], z[:, -1], now, nxt))
 
 
-def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig):
+def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, nets: Networks):
     """One fused SLAC update: latent model + critic + actor + α + targets -> (state, metrics).
 
     batch: `sampled_batch_size(cfg)` sequences (see `split_batch`).
@@ -119,18 +117,19 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig):
     latent_batch, sac_batch = split_batch(batch, cfg)
     params = state.params
     action_dim = batch.actions.shape[-1]
+    chex.assert_equal(action_dim, nets.actor.action_dim)
     alpha = jnp.exp(state.log_alpha)
 
     latent_grads, latent_metrics = jax.grad(latent.elbo_loss, has_aux=True)(
-        params.latent, latent_batch, k_latent, cfg)
+        params.latent, latent_batch, k_latent, cfg, nets)
 
-    z, z_next, now, nxt = sac_inputs(params.latent, sac_batch, k_rollout, cfg)
+    z, z_next, now, nxt = sac_inputs(params.latent, sac_batch, k_rollout, nets)
     critic_grads, critic_metrics = jax.grad(sac.critic_loss, has_aux=True)(
         params.critic, state.target_critic, params.actor, alpha, z, z_next,
         sac_batch.actions[:, -1], sac_batch.rewards[:, -1], sac_batch.terminals[:, -1], nxt,
-        k_critic, cfg.gamma)
+        k_critic, cfg.gamma, nets)
     actor_grads, (actor_metrics, log_pi) = jax.grad(sac.actor_loss, has_aux=True)(
-        params.actor, params.critic, alpha, z, now, k_actor, action_dim)
+        params.actor, params.critic, alpha, z, now, k_actor, nets)
     alpha_grad, alpha_metrics = jax.grad(sac.alpha_loss, has_aux=True)(
         state.log_alpha, log_pi, -float(action_dim))
 
@@ -160,9 +159,11 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig):
     return new_state, metrics
 
 
-def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig):
+def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
+                  nets: Networks):
     """Latent-model-only update (pretraining) on `batch_latent` sequences -> (state, metrics)."""
-    grads, metrics = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch, key, cfg)
+    grads, metrics = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch, key,
+                                                              cfg, nets)
     new_latent, latent_opt = apply_gradients(optimizers(cfg)["latent"], state.params.latent,
                                              grads, state.opt_state.latent)
     return state.replace(params=state.params.replace(latent=new_latent),
@@ -171,23 +172,24 @@ def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentCon
 
 
 def _sample_and_update(state: TrainState, replay, cfg: AgentConfig, latent_only: bool,
-                       apply_update):
+                       apply_update: Callable):
     key, k_sample, k_update = jax.random.split(state.key, 3)
     size = cfg.batch_latent if latent_only else sampled_batch_size(cfg)
     batch = replay_lib.sample(replay, k_sample, size, cfg.sequence_length)
     return apply_update(state.replace(key=key), batch, k_update)
 
 
-def sample_and_update_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int,
-                            latent_only: bool, apply_update=None):
+def sample_and_update_steps(state: TrainState, replay, cfg: AgentConfig, nets: Networks,
+                            num_steps: int, latent_only: bool,
+                            apply_update: Callable | None = None):
     """`num_steps` times: split the state's key, sample a batch, update -> (state, mean metrics).
 
     `apply_update(state, batch, key) -> (state, metrics)` defaults to `update` (or
-    `latent_update`); `slacjax.parallel` passes one that places the batch on a device mesh.
-    Not jitted: `train_steps` / `pretrain_steps` are its jitted forms.
+    `latent_update`); `slacjax.steps` passes one that places the batch on a device mesh.
     """
     if apply_update is None:
-        apply_update = functools.partial(latent_update if latent_only else update, cfg=cfg)
+        apply_update = functools.partial(latent_update if latent_only else update, cfg=cfg,
+                                         nets=nets)
     if num_steps == 1:
         # No loop for one step: XLA:CPU runs convolutions inside a while loop ~10× slower.
         return _sample_and_update(state, replay, cfg, latent_only, apply_update)
@@ -197,21 +199,3 @@ def sample_and_update_steps(state: TrainState, replay, cfg: AgentConfig, num_ste
 
     state, metrics = jax.lax.scan(body, state, None, length=num_steps)
     return state, jax.tree.map(jnp.mean, metrics)
-
-
-_hot_path = functools.partial(jax.jit, static_argnames=("cfg", "num_steps"), donate_argnums=0)
-
-
-@_hot_path
-def train_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int = 1):
-    """`num_steps` fused updates, each on a batch sampled from the device replay.
-
-    -> (state, metrics averaged over the steps). Jitted; `state` is donated.
-    """
-    return sample_and_update_steps(state, replay, cfg, num_steps, latent_only=False)
-
-
-@_hot_path
-def pretrain_steps(state: TrainState, replay, cfg: AgentConfig, num_steps: int = 1):
-    """`num_steps` latent-only updates on batches from the device replay. Jitted, donated."""
-    return sample_and_update_steps(state, replay, cfg, num_steps, latent_only=True)

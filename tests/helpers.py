@@ -5,11 +5,17 @@ import os
 import jax
 import numpy as np
 
+from slacjax import networks
 from slacjax.batch import Batch
 from slacjax.config import AgentConfig
 
 ACTION_DIM = 3
 TINY = AgentConfig(batch_sac=2, batch_latent=2)
+NETS = networks.build(TINY, ACTION_DIM)
+# The step factory's tests: every network size away from its default (a config validation
+# accepts must train), and SAC and latent batches of 4 that split over 4 devices.
+SMALL = AgentConfig(batch_sac=4, batch_latent=4, hidden_dim=32, z1_dim=8, z2_dim=16,
+                    feature_dim=24)
 
 
 def smooth_batch(seed: int, batch_size: int = 2, steps: int = 8, action_dim: int = ACTION_DIM):

@@ -16,7 +16,7 @@ def test_bench_prints_a_json_last_line_without_recompiling(capsys):
     for key in ("device", "jax", "batch_sac", "batch_latent", "update_ms_median", "update_ms_p90",
                 "updates_per_s", "latent_update_ms_median", "update_ms_pipelined",
                 "latent_update_ms_pipelined", "compile_s", "peak_device_mem_mb",
-                "recompiles_after_warmup"):
+                "peak_host_rss_mb", "recompiles_after_warmup"):
         assert key in result, key
     assert result["recompiles_after_warmup"] == 0
     assert result["finite_losses"]

@@ -4,7 +4,8 @@ cache grows by one entry over a whole run (a second entry would mean the phase r
 import pytest
 
 from experiments.run import experiment_config
-from slacjax import trainer, update
+from slacjax import trainer
+from slacjax.steps import make_steps
 
 
 @pytest.mark.slow(75)
@@ -12,7 +13,8 @@ from slacjax import trainer, update
 def test_phases_reuse_the_programs_warmed_up_in_the_background(tmp_path):
     cfg = experiment_config(["preset=smoke", "env_steps=160", f"run_dir={tmp_path / 'run'}",
                              "wandb.enabled=false", "progress=false"])
-    before = update.pretrain_steps._cache_size(), update.train_steps._cache_size()
+    steps = make_steps(cfg.agent_config(), 6, 1)
+    before = steps.pretrain._cache_size(), steps.train._cache_size()
     assert trainer.run(cfg) == 0
-    after = update.pretrain_steps._cache_size(), update.train_steps._cache_size()
+    after = steps.pretrain._cache_size(), steps.train._cache_size()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)

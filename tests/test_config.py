@@ -9,8 +9,10 @@ from slacjax.tasks import PLANET_TASKS
 def test_defaults_are_the_protocol():
     cfg = experiment_config([])
     assert isinstance(cfg, ExperimentConfig)
-    assert (cfg.task, cfg.env_steps, cfg.collect_agent_steps, cfg.replay_capacity) == (
+    assert (cfg.task, cfg.env_steps, cfg.collect_env_steps, cfg.replay_capacity) == (
         "cheetah_run", 1_000_000, 10_000, 100_000)
+    # The paper's curves: 10,000 env steps at random, i.e. 2,500 agent steps at repeat 4.
+    assert (cfg.collect_agent_steps, cfg.collect_steps) == (None, 2_500)
     assert (cfg.pretrain_updates, cfg.eval_every, cfg.eval_episodes) == (100_000, 10_000, 10)
     assert cfg.run_dir == "runs/cheetah_run/seed0"
     assert cfg.wandb.enabled and cfg.wandb.mode == "offline"
@@ -69,9 +71,14 @@ def test_unknown_task_lists_the_valid_ones():
     assert "walker_walk" in str(raised.value) and "cheetah_run" in str(raised.value)
 
 
-def test_collection_must_fit_the_budget():
+def test_collection_counts_and_must_fit_the_budget():
+    assert TrainConfig(task="walker_walk", collect_env_steps=1_001).collect_steps == 501
+    # The released code's and the PyTorch port's protocol: 10,000 agent steps.
+    assert experiment_config(["collect_agent_steps=10000"]).collect_steps == 10_000
     with pytest.raises(ValueError, match="exceeds env_steps"):
         TrainConfig(env_steps=100, collect_agent_steps=50)
+    with pytest.raises(ValueError, match="collect_agent_steps must be positive"):
+        TrainConfig(collect_agent_steps=0)
 
 
 def test_multirun_expands_tasks_and_seeds():

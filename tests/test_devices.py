@@ -38,7 +38,7 @@ def test_two_devices_train_checkpoint_and_resume(tmp_path):
 
     # The checkpoint is an ordinary one: it restores on this process's single device.
     state, _, meta = final_checkpoint(run_dir)
-    assert meta["counters"]["phase"] == "done" and int(state.step) > 0
+    assert meta["counters"]["phase"] == "done" and int(state.step[0]) > 0
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
 
 

@@ -1,5 +1,9 @@
 """Pixel environments: spaces, action repeat, seeding, episode ends, vector envs, GL choice."""
 
+import logging
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -90,6 +94,47 @@ def test_dmc_time_limit_truncates_and_repeat_stops_at_the_limit():
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(1))
     env.close()
+
+
+@pytest.mark.parametrize("task", ["cartpole_swingup", "Hopper-v5"])
+def test_a_diverging_simulation_truncates_the_episode(task):
+    env = envs.make(task, action_repeat=4, **FAST)
+    action_dim = env.action_space.shape[0]
+    env.reset()
+    obs, reward, terminated, truncated, info = env.step(np.full(action_dim, np.nan))
+    assert (reward, terminated, truncated) == (0.0, False, True)
+    assert info == {"physics_error": "Physics state is invalid. Warning(s) raised: "
+                    "mjWARN_BADCTRL", "env_steps": 1, "episode_env_steps": 1}
+    assert obs.shape == (64, 64, 3)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(action_dim))
+    env.reset()
+    _, reward, terminated, truncated, info = env.step(np.zeros(action_dim))
+    assert np.isfinite(reward) and not (terminated or truncated) and "physics_error" not in info
+    env.close()
+
+
+def test_loading_the_cheetah_logs_no_settotalmass_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        envs.make("cheetah_run").close()
+    assert not [record for record in caplog.records if "settotalmass" in record.getMessage()]
+
+
+# Both suites' envs in one process, rendered and alive (never closed) until exit.
+BOTH_SUITES = """
+from slacjax import envs
+kept = [envs.make(task, render_quality="fast") for task in ("Hopper-v5", "cartpole_swingup")]
+for env in kept:
+    env.reset()
+print("made")
+"""
+
+
+def test_envs_of_both_suites_exit_without_tracebacks():
+    result = subprocess.run([sys.executable, "-c", BOTH_SUITES], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout == "made\n"
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
 
 
 def test_unknown_task_and_override_errors():

@@ -8,14 +8,14 @@ are 4 agent steps.
 
 import shutil
 
-import gymnasium
 import numpy as np
 import pytest
 
 from experiments import evaluate
 from experiments.run import USER_ERRORS, experiment_config
-from slacjax import episodes, parallel, trainer
-from tests.test_launcher import make_run_dir, start_without_compiling
+from slacjax import evaluation, trainer
+from slacjax.seeding import stream_seed
+from tests.test_launcher import make_run_dir, started_trainer
 
 SHORT = ["preset=smoke", "episode_env_steps=16", "replay_capacity=100", "eval_episodes=2",
          "eval_envs=3"]
@@ -24,7 +24,7 @@ MODES = ("stochastic", "greedy")
 
 @pytest.fixture(scope="module")
 def one_seed(tmp_path_factory):
-    return make_run_dir(tmp_path_factory.mktemp("one") / "run", *SHORT)
+    return make_run_dir(tmp_path_factory.mktemp("one") / "run", *SHORT, checkpoints=2)
 
 
 @pytest.fixture(scope="module")
@@ -82,21 +82,44 @@ def test_trainer_evaluates_seeds_side_by_side_as_seed_by_seed(two_seeds, tmp_pat
     run_dir = tmp_path / "run"
     shutil.copytree(two_seeds, run_dir)
     cfg = experiment_config([*SHORT, "seeds=2", f"run_dir={run_dir}"])
-    assert trainer.eval_env_count(cfg) == 3  # eval_envs: all seeds' episodes together
-    trainer_ = start_without_compiling(cfg, run_dir, resume=True)
+    # eval_envs: all seeds' episodes together, 3 at a time
+    assert evaluation.side_by_side(cfg.seeds * cfg.eval_episodes, cfg.eval_envs) == 3
+    trainer_ = started_trainer(cfg, resume=True)
+    env = evaluation.make_eval_env(cfg, 3)
     try:
         for greedy in (False, True):
-            together = trainer_.eval_returns(greedy)  # 4 episodes, batches of 3: seeds mixed
-            for view, returns in zip(trainer_.views, together):
-                streams = [trainer.stream_seed(view.seed, 2, 0, int(greedy), episode)
-                           for episode in range(2)]
-                keys = episodes.episode_keys(view.eval_key, streams)
-                params = parallel.take_seed(trainer_.state.params, view.index)
-                alone = [episodes.run_episode(trainer_.envs[0], params, trainer_.agent_cfg,
-                                              keys[index], greedy, stream)[0]
-                         for index, stream in enumerate(streams)]
-                np.testing.assert_allclose(returns, alone, rtol=1e-4, atol=1e-5)
-        assert isinstance(trainer_.eval_env, gymnasium.vector.VectorEnv)
-        assert trainer_.eval_env.num_envs == 3
+            together = evaluation.evaluate_seeds(  # 4 episodes, batches of 3: seeds mixed
+                env, trainer_.steps, trainer_.state.params, trainer_.seeds, trainer_.eval_keys,
+                0, cfg.eval_episodes, greedy)
+            for index, seed in enumerate(trainer_.seeds):
+                streams = [stream_seed(seed, 2, 0, int(greedy), episode) for episode in range(2)]
+                keys = evaluation.episode_keys(trainer_.eval_keys[index], streams)
+                alone = [evaluation.run_episode(trainer_.envs[0], trainer_.steps,
+                                                trainer_.state.params, index, keys[e], greedy,
+                                                stream)[0]
+                         for e, stream in enumerate(streams)]
+                np.testing.assert_allclose(together[index], alone, rtol=1e-4, atol=1e-5)
     finally:
+        env.close()
         trainer_.close()
+
+
+def test_damaged_checkpoints_and_videos_elsewhere(one_seed, tmp_path, capsys):
+    """The latest intact checkpoint is evaluated past a damaged newest one, which
+    `checkpoint=N` does not need; videos go to `video_dir` when asked."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(one_seed, run_dir)
+    newest = run_dir / "checkpoints" / "1"
+    for path in newest.rglob("*"):
+        if path.is_file() and path.stat().st_size > 100:
+            path.write_bytes(path.read_bytes()[:100])
+    media = sorted((run_dir / "media").glob("*")) if (run_dir / "media").exists() else []
+    capsys.readouterr()
+    run_evaluate(run_dir, episodes=1, envs=1, video=True, video_dir=str(tmp_path / "videos"))
+    printed = capsys.readouterr().out
+    assert f"skipped checkpoint {newest}" in printed
+    assert f"checkpoint {run_dir / 'checkpoints' / '0'} at env step 0" in printed
+    assert len(list((tmp_path / "videos").glob("policy_000000000_*"))) == 2
+    assert (sorted((run_dir / "media").glob("*")) if media else []) == media
+    with pytest.raises(trainer.LaunchError, match="no checkpoint at env step 3"):
+        run_evaluate(run_dir, episodes=1, envs=1, checkpoint=3)

@@ -11,7 +11,8 @@ from scipy import stats
 
 from slacjax import latent
 from slacjax.config import AgentConfig
-from tests.helpers import ACTION_DIM, TINY, smooth_batch, to_device
+from slacjax.networks import build
+from tests.helpers import ACTION_DIM, NETS, TINY, smooth_batch, to_device
 
 init_params = jax.jit(latent.init_latent_params, static_argnums=(0, 1))
 
@@ -19,9 +20,9 @@ init_params = jax.jit(latent.init_latent_params, static_argnums=(0, 1))
 def test_posterior_rollout_shapes():
     params = init_params(TINY, ACTION_DIM, jax.random.PRNGKey(0))
     batch = to_device(smooth_batch(0))
-    features = jax.jit(latent.encode, static_argnums=2)(params, batch.frames, TINY)
+    features = jax.jit(latent.encode, static_argnums=2)(params, batch.frames, NETS)
     chex.assert_shape(features, (2, 9, 256))
-    rollout = latent.posterior_rollout(params, features, batch.actions, jax.random.PRNGKey(1), TINY)
+    rollout = latent.posterior_rollout(params, features, batch.actions, jax.random.PRNGKey(1), NETS)
     chex.assert_shape([rollout.z1, rollout.z1_mean, rollout.z1_std], (2, 9, 32))
     chex.assert_shape(rollout.z2, (2, 9, 256))
     assert jnp.all(rollout.z1_std > 0)
@@ -33,10 +34,10 @@ def test_prior_is_fed_the_previous_posterior_z2():
     z2 = jnp.asarray(rng.normal(size=(2, 9, 256)), jnp.float32)
     actions = jnp.asarray(rng.uniform(-1, 1, size=(2, 8, ACTION_DIM)), jnp.float32)
     rollout = latent.Rollout(z1=jnp.zeros((2, 9, 32)), z2=z2, z1_mean=None, z1_std=None)
-    mean, std = latent.z1_prior_on_posterior(params, rollout, actions, TINY)
+    mean, std = latent.z1_prior_on_posterior(params, rollout, actions, NETS)
     chex.assert_shape([mean, std], (2, 8, 32))
     for t in range(1, 9):  # prior of step t from posterior z2 of step t-1 and a_{t-1}
-        expected = latent.apply_net(params, "z1_prior", TINY, z2[:, t - 1], actions[:, t - 1])
+        expected = latent.apply_net(params, "z1_prior", NETS, z2[:, t - 1], actions[:, t - 1])
         np.testing.assert_allclose(mean[:, t - 1], expected[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(std[:, t - 1], expected[1], rtol=1e-5, atol=1e-5)
 
@@ -55,12 +56,12 @@ class TestElbo(chex.TestCase):
         batch = to_device(smooth_batch(1))
         batch = batch.replace(terminals=batch.terminals.at[0, 5].set(1.0))
         key = jax.random.PRNGKey(3)
-        elbo = self.variant(functools.partial(latent.elbo_loss, cfg=TINY))
+        elbo = self.variant(functools.partial(latent.elbo_loss, cfg=TINY, nets=NETS))
         loss, metrics = elbo(params, batch, key)
 
         # Recompute every term step by step with scipy, from the same posterior samples.
-        features = latent.encode(params, batch.frames, TINY)
-        rollout = latent.posterior_rollout(params, features, batch.actions, key, TINY)
+        features = latent.encode(params, batch.frames, NETS)
+        rollout = latent.posterior_rollout(params, features, batch.actions, key, NETS)
         q_mean, q_std = np.asarray(rollout.z1_mean), np.asarray(rollout.z1_std)
         kl = np.zeros(2)
         for t in range(9):
@@ -68,15 +69,15 @@ class TestElbo(chex.TestCase):
                 p_mean, p_std = np.zeros((2, 32)), np.ones((2, 32))
             else:
                 p_mean, p_std = map(np.asarray, latent.apply_net(
-                    params, "z1_prior", TINY, rollout.z2[:, t - 1], batch.actions[:, t - 1]))
+                    params, "z1_prior", NETS, rollout.z2[:, t - 1], batch.actions[:, t - 1]))
             kl += (np.log(p_std / q_std[:, t]) + (q_std[:, t] ** 2 + (q_mean[:, t] - p_mean) ** 2)
                    / (2 * p_std**2) - 0.5).sum(-1)
         images = np.asarray(batch.frames, np.float64) / 255.0
-        predicted = np.asarray(latent.decode(params, rollout.z1, rollout.z2, TINY))
+        predicted = np.asarray(latent.decode(params, rollout.z1, rollout.z2, NETS))
         image_ll = stats.norm(predicted, np.sqrt(TINY.decoder_var)).logpdf(images)
         image_ll = image_ll.reshape(2, -1).sum(-1)
         r_mean, r_std = map(np.asarray, latent.reward_distribution(params, rollout, batch.actions,
-                                                                   TINY))
+                                                                   NETS))
         reward_ll = stats.norm(r_mean, r_std).logpdf(np.asarray(batch.rewards))
         reward_ll[0, 6:] = 0.0  # after the termination at step 5
         reward_ll = reward_ll.sum(-1)
@@ -99,7 +100,7 @@ def test_latent_loss_halves_on_a_fixed_batch():
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt_state, step_key):
         (loss, _), grads = jax.value_and_grad(latent.elbo_loss, has_aux=True)(
-            params, batch, step_key, cfg)
+            params, batch, step_key, cfg, build(cfg, ACTION_DIM))
         updates, opt_state = opt.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -116,7 +117,7 @@ def test_reconstruction_and_imagination_shapes():
     params = init_params(TINY, ACTION_DIM, jax.random.PRNGKey(0))
     batch = to_device(smooth_batch(3))
     posterior, prior = jax.jit(latent.reconstruct_and_imagine, static_argnums=(3, 4))(
-        params, batch, jax.random.PRNGKey(0), TINY, 2)
+        params, batch, jax.random.PRNGKey(0), NETS, 2)
     chex.assert_shape([posterior, prior], (2, 9, 64, 64, 3))
     assert float(posterior.min()) >= 0 and float(posterior.max()) <= 1
     # The context frames are the posterior's own samples.

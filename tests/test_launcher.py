@@ -1,4 +1,5 @@
-"""The training launcher end to end: smoke run, kill and exact resume, signals, bad input.
+"""The training launcher end to end: smoke run, crashes and exact resume, signals, one writer
+per run dir, bad input.
 
 The runs are subprocesses of `python -m experiments.run` (the user's command). To keep the
 suite short they use the smoke preset with a 160-env-step budget (10 training updates); the
@@ -10,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,13 +23,12 @@ import numpy as np
 import pytest
 
 from experiments.run import experiment_config
-from slacjax import checkpoint, logger, trainer
+from slacjax import checkpoint, logger, run_dir as run_dir_lib, run_state, signals, trainer
 from slacjax.tasks import PLANET_TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["preset=smoke", "env_steps=160", "log_every=20"]
 TIMING_KEYS = {"wall_time", "env_steps_per_s", "eval_seconds"}
-CHEETAH_ACTIONS = 6
 
 
 def command(module: str, *overrides: str) -> list[str]:
@@ -60,41 +61,40 @@ def rows_without_timing(run_dir: Path) -> list[dict]:
             for row in logger.read_rows(run_dir)]
 
 
-def final_checkpoint(run_dir: Path):
-    """-> (state, replay, meta) of the run dir's latest checkpoint."""
-    cfg = trainer.load_config(run_dir)
+def final_checkpoint(run_dir: Path, action_dim: int = 6):
+    """-> (state, replay, meta) of the run dir's latest checkpoint (stacked [N, ...])."""
+    cfg = run_dir_lib.load_config(run_dir)
+    steps = trainer.make_steps(cfg.agent_config(), action_dim, cfg.seeds)
     checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
     try:
-        return checkpoints.restore(checkpoints.latest(),
-                                   trainer.abstract_state(cfg.agent_config(), CHEETAH_ACTIONS),
-                                   trainer.abstract_replay(cfg, CHEETAH_ACTIONS))
+        return checkpoints.restore(checkpoints.latest(), *run_state.abstract_trees(
+            steps, cfg.seeds, cfg.replay_capacity))
     finally:
         checkpoints.close()
 
 
-def start_without_compiling(cfg, run_dir: Path, resume: bool = False) -> trainer.Trainer:
+def started_trainer(cfg, resume: bool = False) -> trainer.Trainer:
     """The run's trainer, started, without the background compile of the update steps (for
     tests that never update: on a CPU it costs a minute)."""
-    trainer.ensure_gl()
-    trainer_ = trainer.trainer_class(cfg)(cfg, run_dir)
-    trainer_.compile_ahead = lambda: None
+    trainer.evaluation.ensure_gl()
+    trainer_ = trainer.Trainer(cfg, Path(cfg.run_dir).resolve())
     try:
-        trainer_.start(resume=resume)
+        trainer_.start(resume=resume, compile_ahead=False)
     except BaseException:
         trainer_.close()
         raise
     return trainer_
 
 
-def make_run_dir(run_dir: Path, *overrides: str) -> Path:
-    """A smoke run dir (with `overrides`) holding its config and one checkpoint of the
-    untrained agent(s)."""
+def make_run_dir(run_dir: Path, *overrides: str, checkpoints: int = 1) -> Path:
+    """A smoke run dir (with `overrides`) holding its config and `checkpoints` checkpoints of
+    the untrained agent(s)."""
     cfg = experiment_config([*SMOKE, *overrides, f"run_dir={run_dir}"])
-    trainer.prepare_run_dir(cfg)
     run_dir.mkdir(parents=True)
-    run_ = start_without_compiling(cfg, run_dir)
+    run_ = started_trainer(cfg)
     try:
-        run_.save_checkpoint()
+        for _ in range(checkpoints):
+            run_.save_checkpoint()
     finally:
         run_.close()
     return run_dir
@@ -102,7 +102,7 @@ def make_run_dir(run_dir: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
-    return make_run_dir(tmp_path_factory.mktemp("saved") / "run")
+    return make_run_dir(tmp_path_factory.mktemp("saved") / "run", checkpoints=2)
 
 
 @pytest.fixture
@@ -122,48 +122,68 @@ def check_finished_smoke_run(run_dir: Path, stdout: str) -> None:
     for key in ("latent_loss", "kl", "image_nll", "reward_nll", "critic_loss", "actor_loss",
                 "alpha_loss", "alpha", "entropy", "q_mean", "wall_time", "env_step"):
         assert np.isfinite(train[key]), key
-    assert {"return_stochastic", "return_greedy"} <= set(rows[-1])
+    assert {"return_stochastic", "return_greedy", "paper_return"} <= set(rows[-1])
     assert rows[-1]["env_step"] == 160
     assert (run_dir / "learning_curve.png").stat().st_size > 0
     media = {path.suffix for path in (run_dir / "media").iterdir()}
     assert media == {".png", ".gif"}
-    assert trainer.load_config(run_dir).task == "cheetah_run"
-    _, replay, meta = final_checkpoint(run_dir)
+    assert run_dir_lib.load_config(run_dir).task == "cheetah_run"
+    state, replay, meta = final_checkpoint(run_dir)
     assert meta["counters"]["phase"] == "done" and meta["counters"]["env_steps"] == 160
-    assert int(replay.size) == 30 + 10 + 4  # transitions + episode-start frames
+    assert state.step.shape == (1,)
+    assert int(replay.size[0]) == 30 + 10 + 4  # transitions + episode-start frames
 
 
-@pytest.mark.slow(150)
+def wait_for(condition, process, seconds: float = 400) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None and time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow(200)
 @pytest.mark.xdist_group("smoke_programs")
 def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
-    """One uninterrupted smoke run (every phase), then the same run SIGKILLed after its first
-    checkpoint (the end of pretraining) and rerun: it resumes and logs the same numbers."""
+    """One uninterrupted smoke run (every phase). The same run SIGKILLed while collecting
+    (before any checkpoint) starts over on the same command; SIGKILLed again after the end
+    of collection's checkpoint, it resumes and logs the same numbers."""
     uninterrupted = tmp_path / "uninterrupted"
     result = run("experiments.run", *SMOKE, f"run_dir={uninterrupted}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "resumed from" not in result.stdout
+    assert "WARNING" not in result.stderr, result.stderr[-3000:]
     check_finished_smoke_run(uninterrupted, result.stdout)
 
     run_dir = tmp_path / "killed"
     arguments = command("experiments.run", *SMOKE, f"run_dir={run_dir}")
-    process = subprocess.Popen(arguments, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 400
-    while not (run_dir / "checkpoints" / "0").exists():  # orbax renames it there once complete
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_rows = logger.read_rows(run_dir)
-    assert killed_rows and killed_rows[-1]["env_step"] < 160
+
+    def killed_when(condition) -> str:
+        """Starts the run, SIGKILLs it once `condition()` holds -> what it printed."""
+        with open(tmp_path / "out.txt", "w+") as out:
+            process = subprocess.Popen(arguments, cwd=REPO, stdout=out,
+                                       stderr=subprocess.DEVNULL)
+            wait_for(condition, process)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            out.seek(0)
+            return out.read()
+
+    killed_when(lambda: logger.read_rows(run_dir))  # collecting
+    assert not (run_dir / "checkpoints" / "0").exists()
+    # A config, no checkpoint: the same command starts over (killed again once the end of
+    # collection is checkpointed: orbax renames the directory there once complete).
+    printed = killed_when(lambda: (run_dir / "checkpoints" / "0").exists())
+    assert "no complete checkpoint" in printed and "starting it over" in printed
 
     resumed = subprocess.run(arguments, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first_line = resumed.stdout.splitlines()[0]
+    assert first_line.startswith(f"run dir {run_dir}: cheetah_run, seed 0, 160 env steps on")
     lines = [line for line in resumed.stdout.splitlines() if line.startswith("resumed from")]
     assert len(lines) == 1, resumed.stdout
     match = re.fullmatch(r"resumed from (\S+) at env step (\d+)", lines[0])
     assert match and Path(match[1]).parent == run_dir / "checkpoints"
-    assert int(match[2]) == 120  # after collection and pretraining
+    assert int(match[2]) == 120  # after collection (or pretraining)
     check_finished_smoke_run(run_dir, resumed.stdout)
 
     # Rows after the checkpoint are redone, not repeated, and equal the uninterrupted run's;
@@ -176,22 +196,50 @@ def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
 
 
 @pytest.mark.xdist_group("smoke_programs")
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+def test_one_writer_per_run_dir_and_sigterm_saves_a_checkpoint(tmp_path):
+    """A second process on a live run dir is refused naming the holder; the first goes on,
+    stops at a checkpoint on SIGTERM, and its rows are intact."""
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(command("experiments.run", *SMOKE, f"run_dir={run_dir}"),
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not logger.read_rows(run_dir):  # collecting
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    first = subprocess.Popen(command("experiments.run", *SMOKE, f"run_dir={run_dir}"),
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: logger.read_rows(run_dir), first)  # collecting
+    second = run("experiments.run", *SMOKE, f"run_dir={run_dir}")
+    assert_refused(second, f"run dir {run_dir}", "in use by training", socket.gethostname(),
+                   f"PID {first.pid}")
+    evaluate = run("experiments.evaluate", f"run_dir={run_dir}", "video=true")
+    assert first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "SIGTERM: stopping after" in stderr
     assert "stopped by SIGTERM" in stdout and "Traceback" not in stderr
     checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
-    assert checkpoints.numbers() == [0]
-    assert checkpoints.meta(0)["counters"]["env_steps"] > 0
+    assert checkpoints.meta(checkpoints.latest())["counters"]["env_steps"] > 0
     checkpoints.close()
+    collected = [row["env_step"] for row in logger.read_rows(run_dir)
+                 if row["phase"] == "collect"]  # one writer's rows: in order, none twice
+    assert collected == list(range(20, 20 * len(collected) + 1, 20))
+    # Evaluating with videos needs the lock too (or no checkpoint was there yet).
+    assert_refused(evaluate)
+    assert "in use by training" in evaluate.stderr or "no checkpoint" in evaluate.stderr
+
+
+def test_a_second_ctrl_c_exits_at_once(monkeypatch, capsys):
+    exits = []
+    monkeypatch.setattr(signals.os, "_exit", exits.append)
+    previous = signal.getsignal(signal.SIGINT)
+    with signals.StopRequests(lambda: "the current agent step",
+                              lambda: "/runs/x/checkpoints/3") as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.signum == signal.SIGINT and not exits
+        os.kill(os.getpid(), signal.SIGINT)
+        assert exits == [128 + signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is previous
+    printed = capsys.readouterr().err.split("\n")
+    assert ("SIGINT: stopping after the current agent step, then saving a checkpoint (send it "
+            "again to exit at once)") in printed
+    assert ("SIGINT again: exiting now without a new checkpoint; the next run resumes from "
+            "/runs/x/checkpoints/3") in printed
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -216,38 +264,21 @@ def test_bad_override_is_refused_before_anything_runs(run_copy, override, expect
     ("seed=1", "seed=0 (run dir) vs 1 (now)"),
 ])
 def test_run_dir_of_another_run_is_refused(run_copy, override, expected):
-    before = snapshot(run_copy)
+    before = {path: stamp for path, stamp in snapshot(run_copy).items()
+              if path != ".slacjax.lock"}
     assert_refused(run("experiments.run", *SMOKE, f"run_dir={run_copy}", override),
                    "belongs to another run", expected)
-    assert snapshot(run_copy) == before
+    assert {path: stamp for path, stamp in snapshot(run_copy).items()
+            if path != ".slacjax.lock"} == before
 
 
-def test_corrupt_checkpoint_is_refused(run_copy):
-    numbers = [int(path.name) for path in (run_copy / "checkpoints").iterdir()
-               if path.name.isdigit()]
-    latest = run_copy / "checkpoints" / str(max(numbers))
-    for path in (latest / "state").rglob("*"):
-        if path.is_file() and path.stat().st_size > 0:
-            path.write_bytes(b"not a checkpoint")
-    before = snapshot(run_copy)
-    assert_refused(run("experiments.run", *SMOKE, f"run_dir={run_copy}"),
-                   "could not be restored", str(latest))
-    assert snapshot(run_copy) == before
-
-
-def test_foreign_or_checkpointless_dirs_are_refused(run_copy, tmp_path):
+def test_foreign_dirs_are_refused(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     assert_refused(run("experiments.run", *SMOKE, f"run_dir={foreign}", "overwrite=true"),
                    "not a slacjax run dir")
-    assert (foreign / "notes.txt").read_text() == "mine"
-
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    shutil.copy(run_copy / "config.yaml", fresh / "config.yaml")
-    assert_refused(run("experiments.run", *SMOKE, f"run_dir={fresh}"), "overwrite=true")
-    assert sorted(os.listdir(fresh)) == ["config.yaml"]
+    assert sorted(os.listdir(foreign)) == ["notes.txt"]
 
 
 def test_missing_gl_is_one_line(run_copy):
@@ -264,21 +295,30 @@ def test_missing_gl_is_one_line(run_copy):
     assert snapshot(run_copy) == before
 
 
-def test_overwrite_clears_only_a_run_dir(run_copy):
-    cfg = experiment_config([*SMOKE, f"run_dir={run_copy}", "overwrite=true", "task=walker_walk"])
-    run_dir, resume = trainer.prepare_run_dir(cfg)
-    assert (run_dir, resume) == (run_copy.resolve(), False)
-    trainer.clear_run_dir(run_dir)
-    assert list(run_copy.iterdir()) == []
+def test_read_only_run_dir_is_refused_before_start(run_copy):
+    # As root, chmod does not make a directory read-only: the lock's write fails instead.
+    script = ("import errno, os, sys\nfrom slacjax import run_lock\nopen_file = os.open\n"
+              "def refuse(path, *args):\n"
+              "    if str(path).endswith(run_lock.LOCK_FILE):\n"
+              "        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))\n"
+              "    return open_file(path, *args)\n"
+              "os.open = refuse\n"
+              "from experiments.run import main; sys.argv = ['run'] + sys.argv[1:]; main()")
+    before = snapshot(run_copy)
+    result = subprocess.run([sys.executable, "-c", script, *SMOKE, f"run_dir={run_copy}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert_refused(result, str(run_copy), "Read-only file system")
+    assert "resumed from" not in result.stdout
+    assert snapshot(run_copy) == before
 
 
-def test_evaluate_reports_both_returns_and_writes_a_video(run_copy):
+def test_evaluate_reports_both_returns_and_writes_a_video(run_copy, tmp_path):
     result = run("experiments.evaluate", f"run_dir={run_copy}", "episodes=1", "video=true")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "at env step 0" in result.stdout
     assert "stochastic return:" in result.stdout and "greedy return:" in result.stdout
     videos = sorted(path.name for path in (run_copy / "media").glob("policy_*"))
-    assert len(videos) == 2 and all("000000000" in name for name in videos)
+    assert videos == ["policy_000000000_greedy.mp4", "policy_000000000_stochastic.mp4"]
     assert_refused(run("experiments.evaluate", f"run_dir={run_copy}", "checkpoint=7"),
                    "no checkpoint at env step 7")
     assert_refused(run("experiments.evaluate", "episodes=0", f"run_dir={run_copy}"),
@@ -288,22 +328,71 @@ def test_evaluate_reports_both_returns_and_writes_a_video(run_copy):
 # ------------------------------------------------------------------------ in-process parts
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = experiment_config([*SMOKE, f"run_dir={tmp_path / 'run'}"])
-    run_dir, _ = trainer.prepare_run_dir(cfg)
-    run_dir.mkdir()
-    trainer_ = start_without_compiling(cfg, run_dir)
+def smoke_config(run_dir: Path, *overrides: str):
+    return experiment_config([*SMOKE, *overrides, f"run_dir={run_dir}"])
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_goes_on(run_copy, capsys):
+    newest = run_copy / "checkpoints" / "1"
+    largest = max((path for path in newest.rglob("*") if path.is_file()),
+                  key=lambda path: path.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    opened = run_dir_lib.open_run_dir(smoke_config(run_copy))
     try:
-        trainer_.collect()
-        good = trainer_.save_checkpoint()
-        trainer_.accumulate({"latent_loss": jnp.float32(1.0), "critic_loss": jnp.float32(jnp.nan)},
+        assert opened.resume
+        trainer_ = started_trainer(smoke_config(run_copy), resume=True)
+        try:
+            printed = capsys.readouterr().out
+            assert re.search(rf"skipped checkpoint {newest}: .*; moved to 1\.corrupt", printed)
+            assert f"resumed from {run_copy / 'checkpoints' / '0'} at env step 0" in printed
+            trainer_.begin_episodes()
+            trainer_.step_envs(np.zeros((1, 6), np.float32), training=False)
+            assert trainer_.counters.env_steps == 4
+            assert trainer_.save_checkpoint() == run_copy / "checkpoints" / "1"
+        finally:
+            trainer_.close()
+    finally:
+        opened.close()
+    assert (run_copy / "checkpoints" / "1.corrupt").is_dir()  # kept for a look
+
+
+def test_overwrite_says_what_it_deletes_and_clears_only_a_run_dir(run_copy, capsys):
+    opened = run_dir_lib.open_run_dir(smoke_config(run_copy, "overwrite=true",
+                                                   "task=walker_walk"))
+    try:
+        assert not opened.resume
+        assert (f"overwrite=true: deleting {run_copy}'s 2 checkpoints, the last at env step 0"
+                in capsys.readouterr().out)
+        assert [path.name for path in run_copy.iterdir()] == [".slacjax.lock"]
+    finally:
+        opened.close()
+
+
+def test_non_finite_values_stop_the_run_in_one_line(run_copy):
+    """A NaN loss or a NaN action stops the run naming it; the last good checkpoint stays,
+    and a NaN action never reaches the simulator."""
+    trainer_ = started_trainer(smoke_config(run_copy), resume=True)
+    try:
+        good = trainer_.checkpoints.path(trainer_.checkpoints.latest())
+        trainer_.accumulate({"latent_loss": jnp.ones(1), "critic_loss": jnp.full(1, jnp.nan)},
                             weight=1)
-        with pytest.raises(trainer.TrainingStopped, match="non-finite critic_loss") as raised:
+        with pytest.raises(trainer.TrainingStopped, match=r"non-finite critic_loss \(nan, "
+                                                          r"update 0\) in the collect phase"):
             trainer_.save_checkpoint()
-        assert str(good) in str(raised.value)
-        assert trainer_.checkpoints.numbers() == [0]
         with pytest.raises(trainer.TrainingStopped, match="critic_loss"):
-            trainer_.flush_row()
+            trainer_.flush_rows()
+        assert trainer_.checkpoints.numbers() == [0, 1]
+
+        trainer_.metric_sum, trainer_.metric_weight = None, 0
+        trainer_.counters.phase = "train"
+        trainer_.begin_episodes()
+        trainer_.state = trainer_.state.replace(params=jax.tree.map(
+            lambda leaf: leaf * jnp.nan, trainer_.state.params))
+        with pytest.raises(trainer.TrainingStopped) as raised:
+            trainer_.act(trainer_.act_keys, 0, greedy=False)
+        assert str(raised.value) == (
+            "non-finite action (the policy's output) in the train phase before env step 0; "
+            f"stopped, the last good checkpoint is {good}")
     finally:
         trainer_.close()
 
@@ -324,8 +413,8 @@ def test_sweeps_launch_one_job_per_combination(tmp_path):
     assert len(jobs("-m", "task=cheetah_run,walker_walk", "seed=0,1,2")) == 6
     planet = jobs("sweep=planet6")
     assert [task for task, _, _ in planet] == list(PLANET_TASKS)
-    assert {run_dir for _, _, run_dir in planet} == {f"runs/{task}/seed0"
-                                                    for task in PLANET_TASKS}
+    expected = {f"runs/{task}/seed0" for task in PLANET_TASKS}
+    assert {run_dir for _, _, run_dir in planet} == expected
 
 
 def test_metrics_log_truncates_for_a_resume(tmp_path):

@@ -1,4 +1,5 @@
-"""Module shapes, initialisation and the phase-split transposed convolution."""
+"""Module shapes, sizes from the config, initialisation and the phase-split transposed
+convolution."""
 
 import chex
 import jax
@@ -6,14 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from slacjax import latent
-from slacjax.networks import (Actor, Decoder, Encoder, TwinCritic, _phase_taps,
-                              conv_transpose_by_phases)
-from tests.helpers import ACTION_DIM, TINY
+from slacjax import latent, networks
+from slacjax.networks import _phase_taps, conv_transpose_by_phases
+from tests.helpers import ACTION_DIM, NETS, SMALL, TINY
 
 
 def scatter_conv_transpose(x, w, stride, padding):
-    """Reference transposed convolution, written as its definition: out[s·i − p + j] += x[i]·w[j]."""
+    """Reference transposed convolution, as its definition: out[s·i − p + j] += x[i]·w[j]."""
     n, h, wd, _ = x.shape
     k = w.shape[0]
     out = np.zeros((n, h * stride, wd * stride, w.shape[3]))
@@ -63,23 +63,35 @@ def test_phase_taps_cover_every_kernel_tap_once():
 def test_shapes_at_module_boundaries():
     key = jax.random.PRNGKey(0)
     frames = jnp.zeros((3, 64, 64, 3))
-    enc_params = Encoder().init(key, frames)
-    chex.assert_shape(Encoder().apply(enc_params, frames), (3, 256))
+    enc_params = NETS.encoder.init(key, frames)
+    chex.assert_shape(NETS.encoder.apply(enc_params, frames), (3, 256))
     z = jnp.zeros((3, 288))
-    dec_params = Decoder().init(key, z)
-    chex.assert_shape(Decoder().apply(dec_params, z), (3, 64, 64, 3))
+    dec_params = NETS.decoder.init(key, z)
+    chex.assert_shape(NETS.decoder.apply(dec_params, z), (3, 64, 64, 3))
     actor_in = jnp.zeros((3, 8 * 256 + 7 * ACTION_DIM))
-    mean, log_std = Actor(ACTION_DIM).apply(Actor(ACTION_DIM).init(key, actor_in), actor_in)
+    mean, log_std = NETS.actor.apply(NETS.actor.init(key, actor_in), actor_in)
     chex.assert_shape([mean, log_std], (3, ACTION_DIM))
     action = jnp.zeros((3, ACTION_DIM))
-    q1, q2 = TwinCritic().apply(TwinCritic().init(key, z, action), z, action)
+    q1, q2 = NETS.critic.apply(NETS.critic.init(key, z, action), z, action)
     chex.assert_shape([q1, q2], (3,))
+
+
+def test_every_size_comes_from_the_config():
+    nets = networks.build(SMALL, ACTION_DIM, "patches")
+    assert (nets.encoder.feature_dim, nets.actor.action_dim) == (SMALL.feature_dim, ACTION_DIM)
+    assert nets.encoder.seed_conv == nets.decoder.seed_conv == "patches"
+    heads = [getattr(nets, name) for name in networks.LATENT_NETWORKS[2:]]
+    assert {head.hidden_dim for head in heads + [nets.actor, nets.critic]} == {SMALL.hidden_dim}
+    assert [head.dim for head in heads] == [SMALL.z1_dim, SMALL.z1_dim, SMALL.z2_dim,
+                                            SMALL.z1_dim, SMALL.z2_dim, 1]
+    with pytest.raises(ValueError, match="seed_conv must be one of"):
+        networks.build(SMALL, ACTION_DIM, "depthwise")
 
 
 def test_log_std_is_clipped():
     actor_in = jnp.full((1, 8 * 256 + 7 * ACTION_DIM), 1e4)
-    params = Actor(ACTION_DIM).init(jax.random.PRNGKey(1), actor_in)
-    _, log_std = Actor(ACTION_DIM).apply(params, actor_in)
+    params = NETS.actor.init(jax.random.PRNGKey(1), actor_in)
+    _, log_std = NETS.actor.apply(params, actor_in)
     assert jnp.all(log_std >= -20) and jnp.all(log_std <= 2)
 
 

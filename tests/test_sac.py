@@ -8,9 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slacjax import latent, sac, update
-from slacjax.networks import TwinCritic
-from tests.helpers import ACTION_DIM, TINY, smooth_batch, to_device
+from slacjax import sac, update
+from tests.helpers import ACTION_DIM, NETS, TINY, smooth_batch, to_device
 
 
 def test_actor_windows_select_the_right_steps():
@@ -28,12 +27,12 @@ def test_sac_losses_give_exactly_zero_gradient_to_the_latent_model():
     p = state.params
 
     def sac_objective(latent_params):
-        z, z_next, now, nxt = update.sac_inputs(latent_params, batch, jax.random.PRNGKey(1), TINY)
+        z, z_next, now, nxt = update.sac_inputs(latent_params, batch, jax.random.PRNGKey(1), NETS)
         critic, _ = sac.critic_loss(p.critic, state.target_critic, p.actor, 1.0, z, z_next,
                                     batch.actions[:, -1], batch.rewards[:, -1],
-                                    batch.terminals[:, -1], nxt, jax.random.PRNGKey(2), 0.99)
-        actor, _ = sac.actor_loss(p.actor, p.critic, 1.0, z, now, jax.random.PRNGKey(3),
-                                  ACTION_DIM)
+                                    batch.terminals[:, -1], nxt, jax.random.PRNGKey(2), 0.99,
+                                    NETS)
+        actor, _ = sac.actor_loss(p.actor, p.critic, 1.0, z, now, jax.random.PRNGKey(3), NETS)
         return critic + actor
 
     grads = jax.grad(sac_objective)(p.latent)
@@ -51,18 +50,18 @@ class TestCriticLoss(chex.TestCase):
         action = jnp.full((5, ACTION_DIM), 0.3)
         reward = jnp.arange(5.0)
         terminal = jnp.array([0.0, 1.0, 0.0, 1.0, 0.0])
-        critic = TwinCritic().init(key, z, action)
+        critic = NETS.critic.init(key, z, action)
         target_critic = jax.tree.map(lambda x: x * 0.5, critic)
         state = update.init_state(TINY, ACTION_DIM, key)
         nxt = jax.random.normal(key, (5, update.actor_input_dim(TINY, ACTION_DIM)))
         alpha, gamma, k = 0.7, 0.9, jax.random.PRNGKey(5)
-        critic_loss = self.variant(functools.partial(sac.critic_loss, gamma=gamma))
+        critic_loss = self.variant(functools.partial(sac.critic_loss, gamma=gamma, nets=NETS))
         loss, metrics = critic_loss(critic, target_critic, state.params.actor, alpha, z, z_next,
                                     action, reward, terminal, nxt, k)
-        a_next, log_pi = sac.sample_action(state.params.actor, nxt, k, ACTION_DIM)
-        tq1, tq2 = TwinCritic().apply(target_critic, z_next, a_next)
+        a_next, log_pi = sac.sample_action(state.params.actor, nxt, k, NETS)
+        tq1, tq2 = NETS.critic.apply(target_critic, z_next, a_next)
         y = reward + gamma * (1 - terminal) * (np.minimum(tq1, tq2) - alpha * log_pi)
-        q1, q2 = TwinCritic().apply(critic, z, action)
+        q1, q2 = NETS.critic.apply(critic, z, action)
         np.testing.assert_allclose(metrics["target_q_mean"], y.mean(), rtol=1e-5)
         expected = 0.5 * np.mean((q1 - y) ** 2) + 0.5 * np.mean((q2 - y) ** 2)
         np.testing.assert_allclose(loss, expected, rtol=1e-5)
@@ -94,7 +93,7 @@ def test_critic_fits_a_toy_target():
     action = jax.random.uniform(ka, (256, ACTION_DIM), minval=-1, maxval=1)
     reward = jnp.sin(z[:, 0]) + action[:, 0] * z[:, 1]
     terminal = jnp.ones(256)  # y = r exactly
-    critic = TwinCritic().init(key, z, action)
+    critic = NETS.critic.init(key, z, action)
     actor = update.init_state(TINY, ACTION_DIM, key).params.actor
     nxt = jnp.zeros((256, update.actor_input_dim(TINY, ACTION_DIM)))
     opt = optax.adam(1e-3)
@@ -104,7 +103,8 @@ def test_critic_fits_a_toy_target():
         def step(carry, _):
             critic, opt_state = carry
             (loss, _), grads = jax.value_and_grad(sac.critic_loss, has_aux=True)(
-                critic, critic, actor, 1.0, z, z, action, reward, terminal, nxt, key, 0.99)
+                critic, critic, actor, 1.0, z, z, action, reward, terminal, nxt, key, 0.99,
+                NETS)
             updates, opt_state = opt.update(grads, opt_state)
             return (optax.apply_updates(critic, updates), opt_state), loss
         return jax.lax.scan(step, (critic, opt_state), None, length=400)

@@ -1,6 +1,5 @@
 """Many seeds in one process (`seeds=N`): per-seed files and a combined curve, independent
-seeds, kill and resume, each seed's collection equal to a single-seed run's, and `seeds=1`
-as the single-seed trainer.
+seeds, kill and resume, each seed's collection equal to a single-seed run's.
 
 CPU JAX is slow: end to end there is one 2-seed smoke run (20 training updates of both
 seeds), SIGKILLed after its periodic checkpoint and resumed; the rest runs the collection
@@ -11,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import jax
@@ -20,8 +18,9 @@ import numpy as np
 import pytest
 
 from experiments.run import experiment_config
-from slacjax import checkpoint, episodes, logger, parallel, seeds, trainer
-from tests.test_launcher import CHEETAH_ACTIONS, REPO, command, start_without_compiling
+from slacjax import logger, run_dir as run_dir_lib, trainer
+from slacjax.steps import make_steps
+from tests.test_launcher import REPO, command, final_checkpoint, started_trainer, wait_for
 
 # 3 collection episodes, 4 pretraining updates, 2 training episodes (env steps 120-200):
 # a periodic checkpoint at env step 160, between them. A small replay keeps checkpoints small.
@@ -44,10 +43,8 @@ def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
     arguments = command("experiments.run", *TWO_SEEDS, f"run_dir={run_dir}")
     process = subprocess.Popen(arguments, cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 500
-    while not (run_dir / "checkpoints" / "1").exists():  # 0: pretraining's end; 1: periodic
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint 1"
-        time.sleep(0.2)
+    # 0: collection's end, 1: pretraining's end, 2: periodic
+    wait_for(lambda: (run_dir / "checkpoints" / "2").exists(), process, 500)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert all(logger.read_rows(run_dir / f"seed{seed}")[-1]["env_step"] < 200
@@ -59,8 +56,8 @@ def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
     match = resumed_line(resumed.stdout)
     assert Path(match[1]).parent == run_dir / "checkpoints" and int(match[2]) == 160
 
-    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "learning_curve.png",
-                                          "seed0", "seed1"]
+    assert sorted(os.listdir(run_dir)) == [
+        ".slacjax.lock", "checkpoints", "config.yaml", "learning_curve.png", "seed0", "seed1"]
     assert (run_dir / "learning_curve.png").stat().st_size > 0  # mean ± std across seeds
     rows = {}
     for seed in (0, 1):
@@ -78,15 +75,8 @@ def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
     for first, second in zip(rows[0][6:-1], rows[1][6:-1]):  # independent agents
         assert first["latent_loss"] != second["latent_loss"]
 
-    cfg = trainer.load_config(run_dir)
-    assert cfg.seeds == 2
-    checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
-    try:
-        state, replay, meta = checkpoints.restore(
-            checkpoints.latest(), *seeds.SeedsTrainer(cfg, run_dir).abstract_trees(
-                CHEETAH_ACTIONS))
-    finally:
-        checkpoints.close()
+    assert run_dir_lib.load_config(run_dir).seeds == 2
+    state, replay, meta = final_checkpoint(run_dir)
     assert meta["counters"]["phase"] == "done" and meta["counters"]["env_steps"] == 200
     assert [counters["episodes"] for counters in meta["seed_counters"]] == [3 + 2] * 2
     assert meta["log_rows"] == [13, 13]
@@ -101,7 +91,7 @@ def collect(overrides: list[str], run_dir: Path):
     """Runs the collection phase of a fresh run -> (its trainer, still open)."""
     cfg = experiment_config([*overrides, f"run_dir={run_dir}"])
     run_dir.mkdir()
-    trainer_ = start_without_compiling(cfg, run_dir)
+    trainer_ = started_trainer(cfg)
     trainer_.collect()
     return trainer_
 
@@ -113,39 +103,40 @@ def trees_equal(first, second) -> bool:
 def test_each_seed_collects_as_its_single_seed_run_does(tmp_path, capsys):
     """Hopper falls at different agent steps for different seeds (and inside the action
     repeat): each seed's replay still equals the one a `seeds=1` run with its seed fills."""
-    trainer.ensure_gl()
+    trainer.evaluation.ensure_gl()
     hopper = ["preset=smoke", "task=Hopper-v5", "replay_capacity=100"]
     singles = []
     for seed in (0, 1):
         single = collect([*hopper, f"seed={seed}"], tmp_path / f"single{seed}")
         try:
-            assert type(single) is trainer.Trainer
             singles.append(single.replay)
             assert sorted(os.listdir(single.run_dir)) == ["checkpoints", "config.yaml",
                                                           "metrics.jsonl"]
         finally:
             single.close()
-    ends = [int(replay.next_episode) for replay in singles]
+    ends = [int(replay.next_episode[0]) for replay in singles]
     assert ends[0] != ends[1]  # the seeds' episodes ended at different steps
 
     run_dir = tmp_path / "two"
     two = collect([*hopper, "seeds=2"], run_dir)
     try:
-        assert isinstance(two, seeds.SeedsTrainer)
         for index, single in enumerate(singles):
-            assert trees_equal(parallel.take_seed(two.replay, index), single)
+            assert trees_equal(jax.tree.map(lambda leaf: leaf[index:index + 1], two.replay),
+                               single)
         assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "seed0", "seed1"]
         returns = [[row["episode_return"] for row in logger.read_rows(run_dir / f"seed{seed}")]
                    for seed in (0, 1)]
         assert returns[0] != returns[1]
 
-        # The NaN/inf check names the seed; the last good checkpoint stays.
-        good = two.save_checkpoint()
+        # The NaN/inf check names the seed; the last good checkpoint (collection's end) stays.
+        good = two.checkpoints.path(0)
         two.accumulate({"latent_loss": jnp.ones(2), "critic_loss": jnp.array([1.0, jnp.nan])},
                        weight=1)
         with pytest.raises(trainer.TrainingStopped,
-                           match=r"non-finite critic_loss \(nan\) of seed 1 in the pretrain"):
-            two.flush_row()
+                           match=r"non-finite critic_loss \(nan, update 0\) of seed 1 in the "
+                                 r"pretrain phase .* the last good checkpoint is "
+                                 + re.escape(str(good))):
+            two.flush_rows()
         assert two.checkpoints.numbers() == [0]
         replay, seed_counters = two.replay, two.seed_counters
     finally:
@@ -153,27 +144,19 @@ def test_each_seed_collects_as_its_single_seed_run_does(tmp_path, capsys):
 
     capsys.readouterr()
     cfg = experiment_config([*hopper, "seeds=2", f"run_dir={run_dir}"])
-    assert trainer.prepare_run_dir(cfg) == (run_dir.resolve(), True)
-    resumed = start_without_compiling(cfg, run_dir, resume=True)
+    opened = run_dir_lib.open_run_dir(cfg)
     try:
-        assert resumed_line(capsys.readouterr().out)[1] == str(good)
-        assert resumed.counters.phase == "pretrain"
-        assert resumed.seed_counters == seed_counters
-        assert trees_equal(resumed.replay, replay)
+        assert opened.resume
+        resumed = started_trainer(cfg, resume=True)
+        try:
+            assert resumed_line(capsys.readouterr().out)[1] == str(good)
+            assert resumed.counters.phase == "pretrain"
+            assert resumed.seed_counters == seed_counters
+            assert trees_equal(resumed.replay, replay)
+        finally:
+            resumed.close()
     finally:
-        resumed.close()
-
-
-def test_restart_histories_resets_only_the_starting_seeds():
-    frames = np.stack([np.full((64, 64, 3), value, np.uint8) for value in (1, 2, 3)])
-    before = jax.tree.map(lambda leaf: leaf + 7,
-                          parallel.stack_seeds([episodes.reset_history(frame, 2, 8)
-                                                for frame in frames]))
-    after = seeds._restart_histories(before, frames + 10, np.array([False, True, False]), 2, 8)
-    for index in (0, 2):
-        assert trees_equal(parallel.take_seed(after, index), parallel.take_seed(before, index))
-    assert trees_equal(parallel.take_seed(after, 1),
-                       episodes.reset_history(frames[1] + 10, 2, 8))
+        opened.close()
 
 
 def test_seeds_config_run_dir_and_identity(tmp_path):
@@ -185,18 +168,21 @@ def test_seeds_config_run_dir_and_identity(tmp_path):
     with pytest.raises(ValueError, match="seeds must be positive"):
         experiment_config(["seeds=0"])
     one = experiment_config(["preset=smoke", f"run_dir={tmp_path}"])
-    assert trainer.trainer_class(one) is trainer.Trainer and one.identity()["seeds"] == 1
-    trainer.save_config(one, tmp_path)
-    (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(trainer.LaunchError, match=r"seeds=1 \(run dir\) vs 2 \(now\)"):
-        trainer.prepare_run_dir(experiment_config(["preset=smoke", "seeds=2",
-                                                   f"run_dir={tmp_path}"]))
+    assert one.identity()["seeds"] == 1
+    run_dir_lib.save_config(one, tmp_path)
+    with pytest.raises(run_dir_lib.LaunchError, match=r"seeds=1 \(run dir\) vs 2 \(now\)"):
+        run_dir_lib.open_run_dir(experiment_config(["preset=smoke", "seeds=2",
+                                                    f"run_dir={tmp_path}"]))
 
 
 def test_seed_conv_picks_the_seeds_convolutions(tmp_path):
+    trainer.evaluation.ensure_gl()
     for strategy in ("loop", "patches"):
-        cfg = experiment_config(["preset=smoke", "seeds=2", f"seed_conv={strategy}"])
-        trainer_ = trainer.trainer_class(cfg)(cfg, tmp_path)
-        for step in (trainer_.pretrain_steps, trainer_.train_steps):
-            assert step.keywords == {"seed_conv": strategy}
+        cfg = experiment_config(["preset=smoke", "seeds=2", f"seed_conv={strategy}",
+                                 f"run_dir={tmp_path}"])
+        trainer_ = trainer.Trainer(cfg, tmp_path)
+        try:
+            assert trainer_.steps is make_steps(cfg.agent_config(), 6, 2, None, strategy)
+        finally:
+            trainer_.close()
     assert experiment_config(["seeds=2"]).seed_conv == "loop"  # the default

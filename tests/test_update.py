@@ -1,4 +1,8 @@
-"""The fused update step: what one update moves, scanned K steps, no recompilation."""
+"""The fused update step: what one update moves; the factory's train / pretrain steps equal it,
+scanned K steps equal K single steps, nothing recompiles, the state is donated.
+
+The factory's steps run SMALL, whose network sizes all differ from the defaults.
+"""
 
 import chex
 import jax
@@ -6,12 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from slacjax import networks
 from slacjax import replay as replay_lib
 from slacjax import update
 from slacjax.config import AgentConfig
-from tests.helpers import ACTION_DIM, TINY, smooth_batch, to_device
+from slacjax.steps import make_steps
+from tests.helpers import ACTION_DIM, NETS, SMALL, smooth_batch, to_device
 
 init_state = jax.jit(update.init_state, static_argnums=(0, 1))
+plain_update = jax.jit(update.update, static_argnames=("cfg", "nets"))
+STEPS = make_steps(SMALL, ACTION_DIM)
+SMALL_NETS = networks.build(SMALL, ACTION_DIM)
 
 
 def filled_replay(seed: int, episodes: int = 2, length: int = 14):
@@ -25,6 +34,11 @@ def filled_replay(seed: int, episodes: int = 2, length: int = 14):
             replay = add(replay, data.frames[0, t + 1], data.actions[0, t], data.rewards[0, t],
                          0.0, False)
     return replay
+
+
+def one_seed(tree):
+    """A pytree with a leading seed axis of 1, as the factory's programs take it."""
+    return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], tree)
 
 
 def assert_trees_close(a, b, **tolerances):
@@ -47,16 +61,19 @@ def assert_states_close(a: update.TrainState, b: update.TrainState):
 
 @pytest.fixture(scope="module")
 def replay():
-    return filled_replay(0)
+    return one_seed(filled_replay(0))
+
+
+def fresh_state(seed: int = 0):
+    return STEPS.init_state(jax.random.PRNGKey(seed)[None])
 
 
 def test_one_update_moves_every_optimiser_and_the_targets_by_tau():
     # The losses it composes are checked with and without jit (tests/test_latent.py,
     # tests/test_sac.py); here the jitted composition, as training runs it.
-    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
-    batch = to_device(smooth_batch(0))
-    new_state, metrics = jax.jit(update.update, static_argnames="cfg")(
-        state, batch, jax.random.PRNGKey(1), TINY)
+    state = init_state(SMALL, ACTION_DIM, jax.random.PRNGKey(0))
+    batch = to_device(smooth_batch(0, batch_size=SMALL.batch_sac))
+    new_state, metrics = plain_update(state, batch, jax.random.PRNGKey(1), SMALL, SMALL_NETS)
     assert int(new_state.step) == 1
     for name, value in metrics.items():
         assert np.isfinite(value), name
@@ -71,53 +88,67 @@ def test_one_update_moves_every_optimiser_and_the_targets_by_tau():
     assert float(new_state.log_alpha) != 0.0
 
 
-def test_one_scanned_step_equals_the_plain_step(replay):
-    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
-    # What train_steps(K=1) does, spelled out: split the state's key, sample, update.
-    key, k_sample, k_update = jax.random.split(state.key, 3)
-    batch = replay_lib.sample(replay, k_sample, TINY.batch_sac, TINY.sequence_length)
-    expected, expected_metrics = jax.jit(update.update, static_argnames="cfg")(
-        state.replace(key=key), batch, k_update, TINY)
-    got, metrics = update.train_steps(state, replay, TINY, 1)
-    assert_states_close(got, expected)
-    assert_trees_close(metrics, expected_metrics, rtol=1e-5, atol=1e-5)
+def test_the_factorys_init_is_the_plain_init_with_every_size_from_the_config():
+    got = fresh_state()
+    expected = init_state(SMALL, ACTION_DIM, jax.random.PRNGKey(0))
+    chex.assert_trees_all_equal(got, one_seed(expected))
+    kernel = got.params.latent["z2_prior"]["params"]["MLP_0"]["Dense_2"]["kernel"]
+    chex.assert_shape(kernel, (1, SMALL.hidden_dim, 2 * SMALL.z2_dim))
+    features = got.params.latent["encoder"]["params"]["Conv_4"]["kernel"]
+    assert features.shape[-1] == SMALL.feature_dim
+
+
+def test_one_train_step_equals_the_plain_step(replay):
+    state = fresh_state()
+    plain = jax.tree.map(lambda leaf: np.asarray(leaf[0]), state)
+    # What train(K=1) does, spelled out: split the state's key, sample, update.
+    key, k_sample, k_update = jax.random.split(plain.key, 3)
+    batch = replay_lib.sample(jax.tree.map(lambda leaf: leaf[0], replay), k_sample,
+                              SMALL.batch_sac, SMALL.sequence_length)
+    expected, expected_metrics = plain_update(plain.replace(key=key), batch, k_update, SMALL,
+                                              SMALL_NETS)
+    got, metrics = STEPS.train(state, replay, 1)
+    assert set(metrics) == set(expected_metrics)
+    assert_states_close(got, one_seed(expected))
+    assert_trees_close(metrics, one_seed(expected_metrics), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow(180)
 def test_k_scanned_steps_equal_k_single_steps_and_nothing_recompiles(replay):
-    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
-    single = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
-    twice, metrics = update.train_steps(state, replay, TINY, 2)
-    single, m1 = update.train_steps(single, replay, TINY, 1)
-    single, m2 = update.train_steps(single, replay, TINY, 1)
+    twice, metrics = STEPS.train(fresh_state(), replay, 2)
+    single, m1 = STEPS.train(fresh_state(), replay, 1)
+    single, m2 = STEPS.train(single, replay, 1)
     assert_states_close(twice, single)
     assert_trees_close(metrics, jax.tree.map(lambda a, b: (a + b) / 2, m1, m2), rtol=1e-4,
                        atol=1e-4)
 
-    # Warm: new data and new states of the same shapes compile nothing.
-    compiled = update.train_steps._cache_size()
-    other = filled_replay(7, episodes=3, length=10)
+    # Warm: new data and new states of the same shapes compile nothing, nor does building the
+    # steps again.
+    compiled = STEPS.train._cache_size()
+    other = one_seed(filled_replay(7, episodes=3, length=10))
+    assert make_steps(SMALL, ACTION_DIM) is STEPS
     # (Once each: under the tests' fast-compile flag a scanned CPU step runs ~10× slower.)
     with jax.log_compiles(True):
-        twice, _ = update.train_steps(twice, other, TINY, 2)
-        single, _ = update.train_steps(single, other, TINY, 1)
+        twice, _ = STEPS.train(twice, other, 2)
+        single, _ = STEPS.train(single, other, 1)
     jax.block_until_ready(twice)
-    assert update.train_steps._cache_size() == compiled
+    assert STEPS.train._cache_size() == compiled
 
 
 def test_train_steps_donate_the_state(replay):
-    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    state = fresh_state()
     leaf = jax.tree.leaves(state.params.critic)[0]
-    update.train_steps(state, replay, TINY, 1)
+    STEPS.train(state, replay, 1)
     assert leaf.is_deleted()
 
 
 def test_pretrain_steps_change_only_the_latent_model(replay):
-    state = init_state(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+    state = fresh_state()
     before = jax.tree.map(np.asarray, state)
-    after, metrics = update.pretrain_steps(state, replay, TINY, 1)
+    after, metrics = STEPS.pretrain(state, replay, 1)
     assert set(metrics) == {"latent_loss", "kl", "image_nll", "reward_nll"}
-    assert int(after.step) == 1
+    assert metrics["latent_loss"].shape == (1,) and np.isfinite(metrics["latent_loss"]).all()
+    assert int(after.step[0]) == 1
     for group in ("actor", "critic"):
         assert_trees_close(getattr(after.params, group), getattr(before.params, group), rtol=0,
                            atol=0)
@@ -130,8 +161,8 @@ def test_pretrain_steps_change_only_the_latent_model(replay):
 def test_fixed_alpha_stays_put():
     cfg = AgentConfig(batch_sac=2, batch_latent=2, learn_alpha=False, init_alpha=0.2)
     state = init_state(cfg, ACTION_DIM, jax.random.PRNGKey(0))
-    new_state, metrics = jax.jit(update.update, static_argnames="cfg")(
-        state, to_device(smooth_batch(0)), jax.random.PRNGKey(1), cfg)
+    new_state, metrics = plain_update(state, to_device(smooth_batch(0)), jax.random.PRNGKey(1),
+                                      cfg, NETS)
     np.testing.assert_allclose(float(new_state.log_alpha), np.log(0.2), rtol=1e-6)
     np.testing.assert_allclose(float(metrics["alpha"]), 0.2, rtol=1e-6)
 

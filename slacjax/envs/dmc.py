@@ -5,11 +5,27 @@ Import only through `slacjax.envs.make`, which fixes the GL backend before dm_co
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from dm_control import suite
 from dm_control.mujoco import engine
+from dm_control.rl import control
 
-from slacjax.envs import quality
+from slacjax.envs import gl, quality
+from slacjax.envs.pixel_env import PhysicsDiverged
+
+
+class _NoSettotalmassWarning(logging.Filter):
+    """MuJoCo ≥ 3.3 deprecates the `settotalmass` compiler attribute, which the suite's own
+    cheetah.xml uses, and dm_control passes the warning to absl at every load: nothing a
+    user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "attribute 'settotalmass' is deprecated" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoSettotalmassWarning())
 
 
 class DmcSimulator:
@@ -43,7 +59,10 @@ class DmcSimulator:
         self._env.reset()
 
     def step(self, action: np.ndarray) -> tuple[float, bool, bool]:
-        time_step = self._env.step(action)
+        try:
+            time_step = self._env.step(action)
+        except control.PhysicsError as error:
+            raise PhysicsDiverged(" ".join(str(error).split())) from None
         ended = time_step.last()
         terminated = ended and time_step.discount == 0.0
         return float(time_step.reward), terminated, ended and not terminated
@@ -51,6 +70,7 @@ class DmcSimulator:
     def render(self) -> np.ndarray:
         if self._camera is None:
             self._camera = self._make_camera()
+            gl.close_at_exit(self)
         # Camera.render returns a flipped view of its reused buffer: copy before the next frame.
         return self._camera.render().copy()
 
@@ -66,5 +86,6 @@ class DmcSimulator:
 
     def close(self) -> None:
         """Frees the GL context now rather than at garbage collection; unusable afterwards."""
+        gl.forget_at_exit(self)
         self._camera = None
         self._env.physics.free()

@@ -19,6 +19,11 @@ the first render fails with an EGL/GL error once JAX holds the GPU, set
 `XLA_PYTHON_CLIENT_MEM_FRACTION=0.6` (or `XLA_PYTHON_CLIENT_PREALLOCATE=false`) before JAX
 starts. `MUJOCO_EGL_DEVICE_ID` picks which GPU EGL uses.
 
+At exit, every simulator still open is closed (`close_at_exit`) before MuJoCo's and
+dm_control's own exit handlers terminate their EGL displays: both get the same display of the
+same device, so when envs of both suites lived in one process, whichever terminated it first
+left the other's contexts to fail with EGL tracebacks at exit.
+
 MuJoCo's own warnings (e.g. unstable simulation) go to absl logging once dm_control is
 imported, otherwise MuJoCo appends them to `MUJOCO_LOG.TXT` in the working directory (the
 repository git-ignores that file).
@@ -26,13 +31,17 @@ repository git-ignores that file).
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
+import weakref
 
 HEADLESS_BACKENDS = ("egl", "osmesa")
 DEBIAN_PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri", "osmesa": "libosmesa6"}
 
+# Simulators holding a GL context, closed at exit; weak: an env dropped early is not kept.
+_OPEN = weakref.WeakSet()
 # Creates and frees a tiny context: enough to prove the backend's libraries and driver work.
 _PROBE_SCRIPT = "import mujoco; c = mujoco.GLContext(8, 8); c.make_current(); c.free()"
 _PROBE_TIMEOUT_S = 60.0
@@ -119,3 +128,22 @@ def ensure_gl_backend() -> str:
             return backend
         failures[backend] = failure
     raise RuntimeError(no_backend_message(failures))
+
+
+def _close_open() -> None:
+    for simulator in list(_OPEN):
+        simulator.close()
+
+
+def close_at_exit(simulator) -> None:
+    """Closes `simulator` at interpreter exit unless it is closed before. Call it right after
+    the simulator made its GL context: atexit runs the last registered first, so moving this
+    handler last runs it before the display-terminating handlers registered so far."""
+    _OPEN.add(simulator)
+    atexit.unregister(_close_open)
+    atexit.register(_close_open)
+
+
+def forget_at_exit(simulator) -> None:
+    """`simulator` was closed: nothing to do for it at exit."""
+    _OPEN.discard(simulator)

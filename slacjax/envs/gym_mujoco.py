@@ -2,7 +2,9 @@
 
 The Gymnasium env runs without a render mode: its state observation is dropped and one
 persistent `mujoco.Renderer` draws the pixels. Falls end an episode as `terminated`; the
-registered TimeLimit (1,000 env steps) as `truncated`.
+registered TimeLimit (1,000 env steps) as `truncated`. MuJoCo answers an invalid state by
+resetting it with a warning; a step that raised one of those warnings raises PhysicsDiverged,
+as dm_control's PhysicsError would.
 Import only through `slacjax.envs.make`, which fixes the GL backend before mujoco loads.
 """
 
@@ -12,11 +14,17 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from slacjax.envs import quality
+from slacjax.envs import gl, quality
+from slacjax.envs.pixel_env import PhysicsDiverged
 
 # Every task here has this camera in its XML: it follows the body's centre of mass (the view
 # of the older Gymnasium/Gym renderers), so a running agent stays in frame.
 TRACKING_CAMERA = "track"
+# The warnings dm_control's `check_invalid_state` turns into a PhysicsError.
+INVALID_STATE_WARNINGS = (
+    mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+    mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADCTRL,
+)
 
 
 def resolve_camera(model: mujoco.MjModel, camera: int | str | None) -> int:
@@ -57,12 +65,19 @@ class GymMujocoSimulator:
         self._env.reset(seed=seed)
 
     def step(self, action: np.ndarray) -> tuple[float, bool, bool]:
+        before = [self._data.warning[warning].number for warning in INVALID_STATE_WARNINGS]
         _, reward, terminated, truncated, _ = self._env.step(action)
+        raised = [warning.name for warning, count in zip(INVALID_STATE_WARNINGS, before)
+                  if self._data.warning[warning].number > count]
+        if raised:
+            raise PhysicsDiverged(
+                f"Physics state is invalid. Warning(s) raised: {', '.join(raised)}")
         return float(reward), bool(terminated), bool(truncated)
 
     def render(self) -> np.ndarray:
         if self._renderer is None:
             self._renderer = self._make_renderer()
+            gl.close_at_exit(self)
         self._renderer.update_scene(self._data, camera=self._camera_id)
         return self._renderer.render()  # a new array on every call
 
@@ -73,6 +88,7 @@ class GymMujocoSimulator:
         return renderer
 
     def close(self) -> None:
+        gl.forget_at_exit(self)
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

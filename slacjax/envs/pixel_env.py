@@ -1,8 +1,9 @@
 """The Gymnasium environment slacjax trains on: one simulator, seen through 64×64 pixels.
 
 `PixelEnv` owns what is common to every suite: the [-1, 1] action box and its rescaling,
-the action repeat (rewards summed, early stop at episode end, only the last frame rendered)
-and the env-step counters. A `Simulator` (dmc.py, gym_mujoco.py) owns physics and rendering.
+the action repeat (rewards summed, early stop at episode end, only the last frame rendered),
+the env-step counters and what a diverged simulation means (the episode is truncated). A
+`Simulator` (dmc.py, gym_mujoco.py) owns physics and rendering.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from typing import Any, Protocol
 
 import gymnasium
 import numpy as np
+
+
+class PhysicsDiverged(Exception):
+    """The simulator's state became invalid (NaN/inf) during a step; the message is one line."""
 
 
 class Simulator(Protocol):
@@ -25,7 +30,8 @@ class Simulator(Protocol):
     def reset(self, seed: int | None) -> None: ...
 
     def step(self, action: np.ndarray) -> tuple[float, bool, bool]:
-        """One env step with a native action; returns (reward, terminated, truncated)."""
+        """One env step with a native action; returns (reward, terminated, truncated).
+        Raises PhysicsDiverged; the next call is then `reset`."""
 
     def render(self) -> np.ndarray:
         """The current frame, a fresh (S, S, 3) uint8 array."""
@@ -50,6 +56,10 @@ class PixelEnv(gymnasium.Env):
 
     `info["env_steps"]`: env steps taken by this call (fewer than `action_repeat` when the
     episode ended inside the repeat); `info["episode_env_steps"]`: total in the episode.
+    A simulation that diverges (an invalid NaN/inf state: dm_control's PhysicsError, or the
+    same MuJoCo warnings under Gymnasium) ends the episode as truncated, not terminated (the
+    state is broken, not terminal), that env step earning nothing; `info["physics_error"]`
+    says why.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -85,13 +95,18 @@ class PixelEnv(gymnasium.Env):
         native = rescale_action(action, self._simulator.action_low, self._simulator.action_high)
         total_reward, env_steps = 0.0, 0
         terminated = truncated = False
+        info = {}
         while env_steps < self.action_repeat and not (terminated or truncated):
-            reward, terminated, truncated = self._simulator.step(native)
-            total_reward += reward
             env_steps += 1
+            try:
+                reward, terminated, truncated = self._simulator.step(native)
+            except PhysicsDiverged as error:
+                truncated, info["physics_error"] = True, str(error)
+                break
+            total_reward += reward
         self._episode_env_steps += env_steps
         self._episode_over = terminated or truncated
-        info = {"env_steps": env_steps, "episode_env_steps": self._episode_env_steps}
+        info.update(env_steps=env_steps, episode_env_steps=self._episode_env_steps)
         return self._simulator.render(), total_reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""Where a run stands (its counters), and how a checkpoint keeps and gives it back.
+
+A checkpoint holds the stacked TrainState and Replay ([N, ...], N seeds) and a JSON meta:
+the counters, each seed's counters, the rows each seed's log held, the metric sums since the
+last row, the action size and the run's identity. Checkpoints written before the seed axis
+(format 1: one seed, no leading axis) are restored into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+
+from slacjax import checkpoint
+from slacjax.config import ExperimentConfig
+from slacjax.run_dir import CONFIG_FILE, LaunchError, identity_mismatch
+from slacjax.steps import Steps
+
+FORMAT = 2
+
+
+@dataclasses.dataclass
+class Counters:
+    """The run's position; env steps advance per agent step by the most any seed took."""
+
+    phase: str = "collect"  # collect | pretrain | train | done
+    env_steps: int = 0
+    agent_steps: int = 0
+    pretrain_updates: int = 0
+    evals: int = 0
+    last_log: int = 0  # env step (pretrain: update) of the last row, for `due`
+    last_eval: int = 0
+    last_checkpoint: int = 0  # env step (pretrain: update) of the last periodic checkpoint
+    physics_errors: int = 0  # episodes the simulator ended with a PhysicsError
+    wall_seconds: float = 0.0
+    wandb_id: str = ""
+
+
+@dataclasses.dataclass
+class SeedCounters:
+    """One seed's own position."""
+
+    episodes: int = 0  # training episodes started: the next one's index
+    last_episode_return: float | None = None
+
+
+@dataclasses.dataclass
+class Record:
+    """Everything of a run that lives on the host and must survive a restart."""
+
+    counters: Counters
+    seeds: list[SeedCounters]
+    log_rows: list[int]
+    metric_sum: dict | None = None  # {name: [N] floats} since the last row
+    metric_weight: int = 0
+
+
+def due(now: int, last: int, every: int) -> bool:
+    """Whether a multiple of `every` was crossed since `last`."""
+    return now // every > last // every
+
+
+def abstract_trees(steps: Steps, num_seeds: int, capacity: int, stacked: bool = True):
+    """The state's and the replay's shapes and dtypes for `steps` of `num_seeds` seeds,
+    without computing them; `stacked` False drops the seed axis (format 1 checkpoints)."""
+    keys = jax.ShapeDtypeStruct((num_seeds, 2), jnp.uint32)
+    trees = (jax.eval_shape(steps.init_state, keys),
+             jax.eval_shape(functools.partial(steps.init_replay, capacity)))
+    if stacked:
+        return trees
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), trees)
+
+
+def save(checkpoints: checkpoint.Checkpoints, state, replay, record: Record, action_dim: int,
+         cfg: ExperimentConfig) -> pathlib.Path:
+    """Writes one checkpoint of the run -> its path (CheckpointWriteError if it cannot)."""
+    meta = dict(format=FORMAT, counters=dataclasses.asdict(record.counters),
+                seed_counters=[dataclasses.asdict(seed) for seed in record.seeds],
+                log_rows=record.log_rows, metric_sum=record.metric_sum,
+                metric_weight=record.metric_weight, action_dim=action_dim,
+                identity=cfg.identity())
+    return checkpoints.save(state, replay, meta)
+
+
+def _record(meta: dict, num_seeds: int) -> Record:
+    """The Record of a checkpoint's meta (either format); KeyError/TypeError/ValueError."""
+    counters = dict(meta["counters"])
+    if meta.get("format", 1) == 1:
+        # Format 1 kept one seed's episode count and return among the run's counters (and,
+        # for several seeds, each seed's in seed_counters).
+        first = SeedCounters(counters.pop("episodes"), counters.pop("last_episode_return"))
+        seeds = [SeedCounters(**values) for values in meta.get("seed_counters", [])] or [first]
+        log_rows = [int(rows) for rows in
+                    (meta["log_rows"] if isinstance(meta["log_rows"], list)
+                     else [meta["log_rows"]])]
+        counters.setdefault("physics_errors", 0)
+    else:
+        seeds = [SeedCounters(**values) for values in meta["seed_counters"]]
+        log_rows = [int(rows) for rows in meta["log_rows"]]
+    if len(seeds) != num_seeds or len(log_rows) != num_seeds:
+        raise ValueError(f"{len(seeds)} seeds' counters, {num_seeds} expected")
+    sums = meta["metric_sum"]
+    if sums is not None and meta.get("format", 1) == 1 and num_seeds == 1:
+        sums = {name: [value] for name, value in sums.items()}
+    return Record(Counters(**counters), seeds, log_rows, sums, int(meta["metric_weight"]))
+
+
+def restore(checkpoints: checkpoint.Checkpoints, steps: Steps, action_dim: int,
+            cfg: ExperimentConfig, say=print):
+    """The newest checkpoint that restores completely (skipping bad ones, saying so) ->
+    (its path, state, replay, Record); LaunchError if none does or it is of another run."""
+    def abstract_for(meta: dict):
+        try:
+            _record(meta, cfg.seeds)
+            if int(meta["action_dim"]) != action_dim:
+                raise ValueError(f"action size {meta['action_dim']}, {action_dim} expected")
+        except (KeyError, TypeError, ValueError) as error:
+            raise checkpoint.CheckpointError(f"unreadable counters ({error})") from error
+        return abstract_trees(steps, cfg.seeds, cfg.replay_capacity,
+                              stacked=meta.get("format", 1) > 1)
+
+    try:
+        restored = checkpoints.restore_newest(abstract_for, say=say)
+    except checkpoint.CheckpointError as error:
+        raise LaunchError(f"{error}; the run dir was left as it is") from error
+    if restored is None:
+        raise LaunchError(f"no checkpoint in {checkpoints.directory} restores (see above); "
+                          "the run dir was left as it is: pass overwrite=true to start over")
+    number, state, replay, meta = restored
+    path = checkpoints.path(number)
+    # Checkpoints written before `seeds` existed are of one seed.
+    mismatch = identity_mismatch({"seeds": 1, **meta["identity"]}, cfg.identity())
+    if mismatch:
+        raise LaunchError(f"checkpoint {path} belongs to another run than {CONFIG_FILE} says "
+                          f"({mismatch}); choose another run_dir, or pass overwrite=true")
+    if meta.get("format", 1) == 1:
+        state, replay = jax.tree.map(lambda leaf: leaf[None], (state, replay))
+    return path, state, replay, _record(meta, cfg.seeds)

@@ -1,0 +1,149 @@
+"""The jitted programs of a run, built once by `make_steps` for a config, an action size, a seed
+count, an optional device mesh and a seed-convolution strategy.
+
+Every argument and result carries a leading seed axis [N, ...], also for N = 1, whose programs
+squeeze it and run one agent's code (no vmap); N > 1 vmaps it. Programs that take the training
+state or the replay donate it, so the hot path stays on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from slacjax import latent, networks, parallel, policy, update
+from slacjax import replay as replay_lib
+from slacjax.config import DEFAULT_SEED_CONV, AgentConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The run's jitted functions (N = num_seeds, M = acting windows, A = action dims).
+
+    init_state(keys [N, 2]) -> TrainState [N, ...]
+    init_replay(capacity) -> Replay [N, ...]
+    add(replay, frames u8 [N,H,W,3], actions [N,A], rewards [N], terminals [N], firsts bool [N],
+        active bool [N]) -> replay; seeds with active False unchanged; replay donated
+    pretrain / train(state, replay, num_steps) -> (state, metrics {name: [N]}); num_steps static,
+        metrics averaged over the steps, state donated
+    accumulate(total, metrics, weight) -> total + metrics · weight; total donated
+    reset_history(history or None, first_frames u8 [M,H,W,3], starting bool [M]) -> History [M]
+    push_history(history, actions [M,A], frames u8 [M,H,W,3]) -> History [M]
+    act(params [N, ...], agents int32 [M], history, keys [M, 2], step, greedy) -> actions [M, A]:
+        window m acts with agent agents[m] and key fold_in(keys[m], step)
+    reconstruct(latent_params [N, ...], replay, keys [N, 2]) -> (truth, posterior, prior)
+        [N, T+1, H, W, 3]: one replay sequence per seed, posterior and prior from frame 0
+    """
+
+    init_state: Callable
+    init_replay: Callable
+    add: Callable
+    pretrain: Callable
+    train: Callable
+    accumulate: Callable
+    reset_history: Callable
+    push_history: Callable
+    act: Callable
+    reconstruct: Callable
+
+
+def make_steps(cfg: AgentConfig, action_dim: int, num_seeds: int = 1, mesh: Mesh | None = None,
+               seed_conv: str = DEFAULT_SEED_CONV) -> Steps:
+    """The programs for N = `num_seeds` agents; a `mesh` (N = 1 only) splits each sampled batch
+    over its devices. Built once per distinct arguments (cached)."""
+    networks.check_seed_conv(seed_conv)
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds must be positive, got {num_seeds}")
+    if mesh is not None:
+        if num_seeds != 1:
+            raise ValueError(f"a device mesh splits one agent's batches: num_seeds must be 1, "
+                             f"got {num_seeds}")
+        parallel.check_divisible(cfg, mesh)
+        parallel.check_divisible(cfg, mesh, latent_only=True)
+    if num_seeds == 1:
+        seed_conv = networks.PLAIN_CONV  # one agent's convolutions are never batched
+    return _build(cfg, action_dim, num_seeds, mesh, seed_conv)
+
+
+def _squeeze(tree):
+    return jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[1:]), tree)
+
+
+def _expand(tree):
+    return jax.tree.map(lambda leaf: leaf.reshape((1,) + leaf.shape), tree)
+
+
+def _seedwise(fun: Callable, num_seeds: int) -> Callable:
+    """`fun` over a leading seed axis of every argument and result: vmapped for N > 1; for one
+    seed the axis is squeezed and restored, so the program is the single-agent one."""
+    if num_seeds > 1:
+        return jax.vmap(fun)
+    return lambda *args: _expand(fun(*_squeeze(args)))
+
+
+@functools.lru_cache(maxsize=None)
+def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
+           seed_conv: str) -> Steps:
+    nets = networks.build(cfg, action_dim, seed_conv)
+    placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
+
+    def init_replay(capacity):
+        empty = replay_lib.init(capacity, action_dim, cfg.image_size)
+        return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (num_seeds,) + leaf.shape), empty)
+
+    def updates(latent_only: bool):
+        apply_update = None if mesh is None else functools.partial(
+            parallel.update_on_mesh, cfg=cfg, nets=nets, mesh=mesh, latent_only=latent_only)
+
+        def program(state, replay, num_steps):
+            def one(state, replay):
+                return update.sample_and_update_steps(state, replay, cfg, nets, num_steps,
+                                                      latent_only, apply_update)
+            return _seedwise(one, num_seeds)(state, replay)
+
+        return jax.jit(program, static_argnames="num_steps", donate_argnums=0)
+
+    def accumulate(total, metrics, weight):
+        return jax.tree.map(lambda t, m: t + m * weight, total, metrics)
+
+    def reset_history(history, first_frames, starting):
+        fresh = jax.vmap(lambda frame: policy.history_reset(frame, action_dim,
+                                                            cfg.sequence_length))(first_frames)
+        if history is None:
+            return fresh
+        return jax.tree.map(
+            lambda new, old: jnp.where(starting.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+            fresh, history)
+
+    def act(params, agents, history, keys, step, greedy):
+        window_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+        one = functools.partial(policy.act, nets=nets)
+        if num_seeds == 1:  # one agent's weights for every window: unbatched convolutions
+            return jax.vmap(one, in_axes=(None, 0, 0, None))(_squeeze(params), history,
+                                                             window_keys, greedy)
+        chosen = jax.tree.map(lambda leaf: leaf[agents], params)
+        return jax.vmap(one, in_axes=(0, 0, 0, None))(chosen, history, window_keys, greedy)
+
+    def reconstruct_one(latent_params, replay, key):
+        batch = replay_lib.sample(replay, key, 1, cfg.sequence_length)
+        posterior, prior = latent.reconstruct_and_imagine(latent_params, batch, key, nets)
+        return batch.frames[0], posterior[0], prior[0]
+
+    return Steps(
+        init_state=jax.jit(_seedwise(functools.partial(update.init_state, cfg, action_dim),
+                                     num_seeds), **placed),
+        init_replay=jax.jit(init_replay, static_argnums=0, **placed),
+        add=jax.jit(_seedwise(replay_lib.add_if, num_seeds), donate_argnums=0, **placed),
+        pretrain=updates(latent_only=True),
+        train=updates(latent_only=False),
+        accumulate=jax.jit(accumulate, donate_argnums=0),
+        reset_history=jax.jit(reset_history),
+        push_history=jax.jit(jax.vmap(policy.history_push)),
+        act=jax.jit(act),
+        reconstruct=jax.jit(_seedwise(reconstruct_one, num_seeds)),
+    )

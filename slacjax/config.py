@@ -104,6 +104,9 @@ class WandbConfig:
     project: str = "slacjax"
     entity: typing.Optional[str] = None
     group: typing.Optional[str] = None
+    # wandb's own banner, sync hints and run summary; the run's own output says where its
+    # files are.
+    quiet: bool = True
 
     def __post_init__(self):
         if self.mode not in ("offline", "online", "disabled"):

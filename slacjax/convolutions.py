@@ -8,6 +8,7 @@ PyTorch-style `padding` of a transposed convolution, whose output is stride·H �
 from __future__ import annotations
 
 import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,11 @@ def _gemm_grad_conv(strides: tuple[int, int], padding: Padding):
     # transpose (pads and adds) instead of an input-dilated convolution.
     @jax.custom_vjp
     def conv(x, kernel):
+        kh, kw, c_in, c_out = kernel.shape
+        (top, bottom), (left, right) = padding
+        if (x.shape[1] + top + bottom, x.shape[2] + left + right) == (kh, kw):
+            # The window covers the whole input: a dense layer, where a matmul is faster.
+            return conv_as_gemm(x, kernel, strides, padding)
         return conv_lax(x, kernel, strides, padding)
 
     def forward(x, kernel):
@@ -119,8 +125,9 @@ def _gemm_grad_conv(strides: tuple[int, int], padding: Padding):
 
 def conv_gemm_grads(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                     padding: Padding) -> jax.Array:
-    """`conv_lax` (a library convolution) with `conv_as_gemm`'s gradients: matrix multiplies,
-    pads and adds, XLA:CPU's fastest pieces, also inside loops."""
+    """`conv_lax` (a library convolution; a matmul where the window covers the input) with
+    `conv_as_gemm`'s gradients: matrix multiplies, pads and adds, XLA:CPU's fastest pieces,
+    also inside loops."""
     return _gemm_grad_conv(tuple(strides), tuple(map(tuple, padding)))(x, kernel)
 
 
@@ -270,15 +277,30 @@ def conv_transpose_adjoint(x: jax.Array, kernel: jax.Array, stride: int,
     return _adjoint_transpose(stride, padding, kernel.shape[0])(x, kernel)
 
 
+
+class Formulation(NamedTuple):
+    """How a network computes its convolutions and strided transposed convolutions."""
+
+    conv: Callable[[jax.Array, jax.Array, tuple[int, int], Padding], jax.Array]
+    conv_transpose: Callable[[jax.Array, jax.Array, int, int], jax.Array]
+
+
 TRANSPOSE_FORMULATIONS = {"phases": conv_transpose_phases, "direct": conv_transpose_direct,
                           "dilated": conv_transpose_dilated, "gemm": conv_transpose_gemm,
                           "adjoint": conv_transpose_adjoint}
 
 
+# "phases": XLA's convolutions, the decoder split by output phase (measured best on an H100).
+# "gemm": gradients as matrix multiplies, the decoder as the adjoint of a strided convolution
+# (XLA:CPU: 2× faster latent update; unmeasured on a GPU).
+FORMULATIONS = {"phases": Formulation(conv_lax, conv_transpose_phases),
+                "gemm": Formulation(conv_gemm_grads, conv_transpose_adjoint)}
+
+
 def formulation_for(backend: str) -> str:
-    """The decoder's transposed-convolution formulation for a jax backend ("cpu", "gpu", ...)."""
+    """The name in FORMULATIONS to use on a jax backend ("cpu", "gpu", "tpu", ...)."""
     if backend == "cpu":
         return "gemm"
     if backend in ("gpu", "cuda", "rocm", "tpu"):
-        return "phases"  # measured on an H100; the others are unmeasured there
+        return "phases"
     raise ValueError(f"unknown backend {backend!r}")

@@ -64,11 +64,12 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.wandb_run is not None:
-            self.wandb_run.finish(quiet=True)
+            self.wandb_run.finish()
 
 
 def start_wandb(run_dir: pathlib.Path, run_id: str, name: str, config: dict, mode: str,
-                project: str, entity: str | None, group: str | None, concurrent: bool = False):
+                project: str, entity: str | None, group: str | None, concurrent: bool = False,
+                quiet: bool = True):
     """A wandb run logging into `<run_dir>/wandb` (resumed by id), or None if wandb is absent.
 
     concurrent: the process holds several runs at once (one per seed of a multi-seed run).
@@ -79,10 +80,10 @@ def start_wandb(run_dir: pathlib.Path, run_id: str, name: str, config: dict, mod
         print("wandb is not installed: metrics go to metrics.jsonl only", file=sys.stderr)
         return None
     several = dict(reinit="create_new") if concurrent else {}
-    # Quiet: no banner, no summary at exit (the run's own output says where its files are).
+    # quiet: no banner, sync hints or summary from wandb, at start or at exit.
     run = wandb.init(project=project, entity=entity, group=group, name=name, id=run_id,
                      resume="allow", mode=mode, dir=str(run_dir), config=config,
-                     settings=wandb.Settings(silent=True), **several)
+                     settings=wandb.Settings(silent=quiet), **several)
     # Every series is plotted against env steps; pretraining rows against their update count.
     run.define_metric("env_step")
     run.define_metric("pretrain/pretrain_update")

@@ -93,6 +93,7 @@ def _record(meta: dict, num_seeds: int) -> Record:
         # Format 1 kept one seed's episode count and return among the run's counters (and,
         # for several seeds, each seed's in seed_counters).
         first = SeedCounters(counters.pop("episodes"), counters.pop("last_episode_return"))
+        counters.pop("last_eval_return")  # the progress bar's; not kept any more
         seeds = [SeedCounters(**values) for values in meta.get("seed_counters", [])] or [first]
         log_rows = [int(rows) for rows in
                     (meta["log_rows"] if isinstance(meta["log_rows"], list)

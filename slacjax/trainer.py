@@ -146,7 +146,7 @@ class Trainer:
                 # One wandb run per seed, grouped (by default under the run dir's name).
                 run_id=self.counters.wandb_id + (f"-{index}" if several else ""),
                 group=self.cfg.wandb.group or (self.run_dir.name if several else None),
-                concurrent=several)
+                concurrent=several, quiet=self.cfg.wandb.quiet)
 
     def compile_ahead(self) -> None:
         """Starts compiling the steps of the phases still to come."""

@@ -7,8 +7,9 @@ import pytest
 
 from slacjax import convolutions as convs
 
-# SLAC's layers, scaled down: (kernel, stride, padding) as in the encoder / decoder.
-CONV_LAYERS = [(5, 2, 2), (3, 2, 1), (4, 1, 0), (3, 1, 1)]
+# SLAC's layers, scaled down: (kernel, stride, padding, input size) as in the encoder
+# (4 on 4: the last layer, a dense one) / decoder.
+CONV_LAYERS = [(5, 2, 2, 8), (3, 2, 1, 8), (4, 1, 0, 8), (4, 1, 0, 4), (3, 1, 1, 8)]
 TRANSPOSE_LAYERS = [(3, 2, 1), (5, 2, 2)]
 TOL = dict(rtol=2e-4, atol=2e-4)
 
@@ -40,9 +41,9 @@ def random_inputs(shape_x, shape_k, seed=0):
 
 
 @pytest.mark.parametrize("formulation", ["conv_as_gemm", "conv_canonical", "conv_gemm_grads"])
-@pytest.mark.parametrize("kernel_size,stride,pad", CONV_LAYERS)
-def test_convolution_formulations_match_xla(formulation, kernel_size, stride, pad):
-    x, kernel, kg = random_inputs((2, 8, 8, 3), (kernel_size, kernel_size, 3, 4))
+@pytest.mark.parametrize("kernel_size,stride,pad,size", CONV_LAYERS)
+def test_convolution_formulations_match_xla(formulation, kernel_size, stride, pad, size):
+    x, kernel, kg = random_inputs((2, size, size, 3), (kernel_size, kernel_size, 3, 4))
     strides, padding = (stride, stride), ((pad, pad), (pad, pad))
     fun = getattr(convs, formulation)
     want_out = convs.conv_lax(x, kernel, strides, padding)
@@ -87,6 +88,7 @@ def test_transposed_formulations_match_the_definition(formulation, kernel_size, 
 
 def test_formulation_for_keeps_the_accelerator_default():
     assert convs.formulation_for("gpu") == convs.formulation_for("tpu") == "phases"
-    assert convs.formulation_for("cpu") in convs.TRANSPOSE_FORMULATIONS
+    assert convs.formulation_for("cpu") == "gemm"
+    assert set(convs.FORMULATIONS) == {"phases", "gemm"}
     with pytest.raises(ValueError, match="backend"):
         convs.formulation_for("abacus")

@@ -356,6 +356,34 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_goes_on(run_copy, ca
     assert (run_copy / "checkpoints" / "1.corrupt").is_dir()  # kept for a look
 
 
+def test_checkpoints_of_the_single_seed_layout_resume(run_copy, capsys):
+    """A run dir written before the seed axis (its checkpoints hold one agent's trees, its
+    episode count among the counters: format 1) resumes, with the axis added."""
+    cfg = smoke_config(run_copy)
+    steps = trainer.make_steps(cfg.agent_config(), 6, 1)
+    checkpoints = checkpoint.Checkpoints(run_copy)
+    state, replay, meta = checkpoints.restore(1, *run_state.abstract_trees(
+        steps, 1, cfg.replay_capacity))
+    counters = {key: value for key, value in meta["counters"].items()
+                if key != "physics_errors"}
+    old_meta = dict(counters={**counters, "episodes": 3, "last_episode_return": 1.5,
+                              "last_eval_return": None},
+                    action_dim=6, metric_sum={"kl": 2.0}, metric_weight=1, log_rows=0,
+                    identity=meta["identity"])
+    checkpoints.save(*jax.tree.map(lambda leaf: leaf[0], (state, replay)), old_meta)
+    checkpoints.close()
+    trainer_ = started_trainer(cfg, resume=True)
+    try:
+        assert (f"resumed from {run_copy / 'checkpoints' / '2'} at env step 0"
+                in capsys.readouterr().out)
+        assert trainer_.seed_counters == [run_state.SeedCounters(3, 1.5)]
+        assert trainer_.state.step.shape == (1,) and trainer_.replay.size.shape == (1,)
+        assert trainer_.metric_weight == 1
+        np.testing.assert_array_equal(trainer_.metric_sum["kl"], [2.0])
+    finally:
+        trainer_.close()
+
+
 def test_overwrite_says_what_it_deletes_and_clears_only_a_run_dir(run_copy, capsys):
     opened = run_dir_lib.open_run_dir(smoke_config(run_copy, "overwrite=true",
                                                    "task=walker_walk"))

@@ -48,13 +48,13 @@ def weights(state):
 
 def assert_updates_close(got, expected) -> None:
     """The same update with sums in another order (sharded, or convolutions computed otherwise)."""
-    # Adam's moments hold the gradients themselves: they must match closely, to a fraction of
-    # each leaf's scale (a decoder bias's gradient sums large terms of every pixel, in another
-    # order when split, so its errors scale with the terms, not with each element).
+    # Adam's moments hold the gradients themselves: they must match to a small fraction of each
+    # leaf's scale (the decoder's gradients sum large, cancelling terms of every pixel, in
+    # another order when split: their errors scale with the terms, not with each element).
     expected_moments = jax.tree_util.tree_leaves_with_path(expected.opt_state)
     for (path, want), have in zip(expected_moments, jax.tree.leaves(got.opt_state)):
         scale = float(np.max(np.abs(want), initial=0.0))
-        np.testing.assert_allclose(have, want, rtol=1e-4, atol=max(1e-5, 2e-4 * scale),
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=max(1e-5, 2e-3 * scale),
                                    err_msg=jax.tree_util.keystr(path))
     # Adam's first step moves a weight by about ±lr whatever its gradient's size, so a gradient
     # that is zero up to summation order may flip sign: weights may differ by up to 2·lr.

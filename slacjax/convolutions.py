@@ -49,10 +49,10 @@ def conv_as_gemm(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 
 @functools.lru_cache(maxsize=None)
 def _canonical_conv(strides: tuple[int, int], padding: Padding):
-    # XLA:CPU rewrites a convolution into the NHWC/HWIO form its libraries take only in the
-    # program's entry computation; autodiff's backward convolutions are not in that form, so
-    # inside a while loop (lax.scan) they fall to the naive loop emitter. Here the backward
-    # convolutions are written in that form, with the transposes explicit.
+    # XLA:CPU (jax 0.10) rewrites autodiff's backward convolutions into the NHWC/HWIO form its
+    # libraries take in the program's top level but not inside a while loop's body (its
+    # optimised HLO), where they fall to the naive loop emitter (lax.scan: 10× slower). Here
+    # they are written in that form, with the transposes explicit.
     (sh, sw), ((top, _), (left, _)) = strides, padding
 
     @jax.custom_vjp
@@ -99,7 +99,7 @@ def _gemm_grad_conv(strides: tuple[int, int], padding: Padding):
     # transpose (pads and adds) instead of an input-dilated convolution.
     @jax.custom_vjp
     def conv(x, kernel):
-        kh, kw, c_in, c_out = kernel.shape
+        kh, kw = kernel.shape[:2]
         (top, bottom), (left, right) = padding
         if (x.shape[1] + top + bottom, x.shape[2] + left + right) == (kh, kw):
             # The window covers the whole input: a dense layer, where a matmul is faster.
@@ -277,7 +277,6 @@ def conv_transpose_adjoint(x: jax.Array, kernel: jax.Array, stride: int,
     return _adjoint_transpose(stride, padding, kernel.shape[0])(x, kernel)
 
 
-
 class Formulation(NamedTuple):
     """How a network computes its convolutions and strided transposed convolutions."""
 
@@ -291,8 +290,10 @@ TRANSPOSE_FORMULATIONS = {"phases": conv_transpose_phases, "direct": conv_transp
 
 
 # "phases": XLA's convolutions, the decoder split by output phase (measured best on an H100).
-# "gemm": gradients as matrix multiplies, the decoder as the adjoint of a strided convolution
-# (XLA:CPU: 2× faster latent update; unmeasured on a GPU).
+# "gemm": gradients as matrix multiplies, the decoder as the adjoint of a strided convolution.
+# XLA:CPU (BENCHMARKS.md): latent update 1.7× faster with YNNPACK convolutions on, as fast as
+# "phases" with them off, and no backward convolution for the naive loop emitter inside a
+# lax.scan. Unmeasured on a GPU.
 FORMULATIONS = {"phases": Formulation(conv_lax, conv_transpose_phases),
                 "gemm": Formulation(conv_gemm_grads, conv_transpose_adjoint)}
 
@@ -304,3 +305,13 @@ def formulation_for(backend: str) -> str:
     if backend in ("gpu", "cuda", "rocm", "tpu"):
         return "phases"
     raise ValueError(f"unknown backend {backend!r}")
+
+
+def compiler_options_for(backend: str) -> dict[str, str] | None:
+    """`jax.jit(..., compiler_options=...)` for the networks' programs on `backend`.
+
+    XLA:CPU (jax 0.10) hands convolutions to YNNPACK fusions by default; its Eigen
+    convolutions ran SLAC's fused update 2.8× faster on a 2-core AVX2 machine (BENCHMARKS.md).
+    An empty list of YNN fusion types turns the fusion off for that program only.
+    """
+    return {"xla_cpu_experimental_ynn_fusion_type": ""} if backend == "cpu" else None

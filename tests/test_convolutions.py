@@ -1,5 +1,7 @@
 """Every formulation of slacjax.convolutions against the definition, gradients included."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +42,8 @@ def random_inputs(shape_x, shape_k, seed=0):
     return jax.random.normal(kx, shape_x), jax.random.normal(kk, shape_k) * 0.3, kg
 
 
-@pytest.mark.parametrize("formulation", ["conv_as_gemm", "conv_canonical", "conv_gemm_grads"])
+@pytest.mark.parametrize("formulation",
+                         ["conv_as_gemm", "conv_canonical", "conv_gemm_grads"])
 @pytest.mark.parametrize("kernel_size,stride,pad,size", CONV_LAYERS)
 def test_convolution_formulations_match_xla(formulation, kernel_size, stride, pad, size):
     x, kernel, kg = random_inputs((2, size, size, 3), (kernel_size, kernel_size, 3, 4))
@@ -92,3 +95,15 @@ def test_formulation_for_keeps_the_accelerator_default():
     assert set(convs.FORMULATIONS) == {"phases", "gemm"}
     with pytest.raises(ValueError, match="backend"):
         convs.formulation_for("abacus")
+
+
+def test_cpu_compiler_options_turn_the_ynn_convolution_fusion_off():
+    x, kernel, _ = random_inputs((288, 32, 32, 32), (3, 3, 32, 64))  # YNN takes it by default
+    conv = functools.partial(convs.conv_lax, strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    def optimised_hlo(options):
+        return jax.jit(conv, compiler_options=options).lower(x, kernel).compile().as_text()
+
+    assert "__ynn_fusion" in optimised_hlo(None)
+    assert "__ynn_fusion" not in optimised_hlo(convs.compiler_options_for("cpu"))
+    assert convs.compiler_options_for("gpu") is None

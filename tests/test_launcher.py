@@ -425,6 +425,26 @@ def test_non_finite_values_stop_the_run_in_one_line(run_copy):
         trainer_.close()
 
 
+def test_a_simulator_failure_ends_the_episode_and_is_counted(run_copy, capsys):
+    trainer_ = started_trainer(smoke_config(run_copy, "progress=false"), resume=True)
+    try:
+        trainer_.begin_episodes()
+        env = trainer_.envs[0]
+        frame = np.zeros((64, 64, 3), np.uint8)
+        env.step = lambda action: (frame, 0.0, False, True,
+                                   {"env_steps": 2, "physics_error": "mjWARN_BADCTRL"})
+        trainer_.step_envs(np.zeros((1, 6), np.float32), training=False)
+        assert trainer_.counters.physics_errors == 1 and trainer_.episode_over.all()
+        assert trainer_.counters.env_steps == 2
+        assert ("seed 0: the simulator failed at env step 0 (mjWARN_BADCTRL); its episode ends "
+                "there") in capsys.readouterr().err
+        del env.step
+        trainer_.begin_episodes()  # the next agent step starts a new episode
+        assert trainer_.seed_counters[0].episodes == 2
+    finally:
+        trainer_.close()
+
+
 def test_sweeps_launch_one_job_per_combination(tmp_path):
     # The real Hydra entry point with the training replaced by a print of each job's config.
     script = ("import sys; from slacjax import trainer; "

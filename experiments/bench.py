@@ -105,6 +105,13 @@ def compiled_programs(*steps) -> tuple[int, ...] | None:
         return None
 
 
+def programs_for(args, cfg: AgentConfig, num_seeds: int):
+    """-> (the mesh or None, `steps.make_steps`' programs) of the chosen layout."""
+    mesh = parallel.make_mesh(args.devices) if args.devices > 1 else None
+    seed_conv = args.seed_conv or DEFAULT_SEED_CONV
+    return mesh, steps_lib.make_steps(cfg, args.action_dim, num_seeds, mesh, seed_conv)
+
+
 def setup(args, cfg: AgentConfig, key: jax.Array, num_seeds: int | None = None):
     """The stacked state and the two jitted steps of the chosen layout -> (state, fused,
     latent_only), for `num_seeds` agents (default `--seeds`).
@@ -114,9 +121,7 @@ def setup(args, cfg: AgentConfig, key: jax.Array, num_seeds: int | None = None):
     recompilations can be counted.
     """
     num_seeds = args.seeds if num_seeds is None else num_seeds
-    mesh = parallel.make_mesh(args.devices) if args.devices > 1 else None
-    seed_conv = args.seed_conv or DEFAULT_SEED_CONV
-    programs = steps_lib.make_steps(cfg, args.action_dim, num_seeds, mesh, seed_conv)
+    mesh, programs = programs_for(args, cfg, num_seeds)
     keys = jax.random.split(key, num_seeds)
     replay = random_replays(keys, args.capacity, args.action_dim, mesh)
     state = programs.init_state(keys)
@@ -240,6 +245,7 @@ def main(argv=None) -> dict:
         "finite_losses": bool(np.all([np.isfinite(v).all() for v in metrics.values()])),
         "seeds": args.seeds,
         "seed_conv": args.seed_conv,
+        "conv_formulation": programs_for(args, cfg, args.seeds)[1].conv_formulation(k),
         "devices": args.devices,
         "seeds_cost_ratio": round(float(np.median(fused_times)) / one_seed_s, 3),
     }
@@ -249,6 +255,7 @@ def main(argv=None) -> dict:
         ("updates per dispatch", k),
         ("seeds / devices", f"{args.seeds} / {args.devices}"),
         ("seed convolutions", args.seed_conv),
+        ("convolution formulation", result["conv_formulation"]),
         ("fused update ms (median / p90)",
          f"{result['update_ms_median']:.2f} / {result['update_ms_p90']:.2f}"),
         ("fused updates/s", result["updates_per_s"]),

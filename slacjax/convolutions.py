@@ -289,19 +289,20 @@ TRANSPOSE_FORMULATIONS = {"phases": conv_transpose_phases, "direct": conv_transp
                           "adjoint": conv_transpose_adjoint}
 
 
-# "phases": XLA's convolutions, the decoder split by output phase (measured best on an H100).
-# "gemm": gradients as matrix multiplies, the decoder as the adjoint of a strided convolution.
-# XLA:CPU (BENCHMARKS.md): latent update 1.7× faster with YNNPACK convolutions on, as fast as
-# "phases" with them off, and no backward convolution for the naive loop emitter inside a
-# lax.scan. Unmeasured on a GPU.
+# "phases": XLA's convolutions, the decoder split by output phase (measured best on an H100,
+# and on XLA:CPU with its YNNPACK fusion off for one update per call: BENCHMARKS.md).
+# "gemm": gradients as matrix multiplies, the decoder as the adjoint of a strided convolution:
+# no backward convolution for XLA:CPU's naive loop emitter inside a lax.scan (44× faster
+# there). Unmeasured on a GPU.
 FORMULATIONS = {"phases": Formulation(conv_lax, conv_transpose_phases),
                 "gemm": Formulation(conv_gemm_grads, conv_transpose_adjoint)}
 
 
-def formulation_for(backend: str) -> str:
-    """The name in FORMULATIONS to use on a jax backend ("cpu", "gpu", "tpu", ...)."""
+def formulation_for(backend: str, scanned: bool = False) -> str:
+    """The name in FORMULATIONS to use on a jax backend ("cpu", "gpu", "tpu", ...), for
+    programs that run the networks inside a loop (`scanned`) or not."""
     if backend == "cpu":
-        return "gemm"
+        return "gemm" if scanned else "phases"
     if backend in ("gpu", "cuda", "rocm", "tpu"):
         return "phases"
     raise ValueError(f"unknown backend {backend!r}")

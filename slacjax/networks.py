@@ -11,9 +11,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
+from slacjax import convolutions
 from slacjax.config import SEED_CONVS, AgentConfig
 
 glorot = nn.initializers.xavier_uniform()
@@ -67,8 +67,8 @@ class GaussianHead(nn.Module):
 #   "grouped"  vmap's own rule: one grouped convolution per layer.
 #   "loop"     under vmap, one ordinary convolution per seed (unrolled), forward and backward.
 #   "patches"  im2col (strided slices, concatenated) + a matmul: under vmap a batched matmul.
-
-NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+# With "grouped" (and always for one agent) the convolutions are computed the way the backend
+# runs fastest (`convolutions.formulation_for`).
 
 
 def check_seed_conv(name: str) -> None:
@@ -76,10 +76,7 @@ def check_seed_conv(name: str) -> None:
         raise ValueError(f"seed_conv must be one of {', '.join(SEED_CONVS)}, got {name!r}")
 
 
-def lax_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-             padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-    """The plain convolution: x [N, H, W, Cin], kernel [kh, kw, Cin, Cout] -> [N, H', W', Cout]."""
-    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC_HWIO)
+lax_conv = convolutions.conv_lax
 
 
 def _per_seed(fun):
@@ -121,36 +118,38 @@ def loop_conv(x, kernel, strides, padding) -> jax.Array:
     return _looped_conv(tuple(strides), tuple(map(tuple, padding)))(x, kernel)
 
 
-def patches_conv(x, kernel, strides, padding) -> jax.Array:
-    """`lax_conv` as im2col + matmul; under vmap the matmul batches over seeds."""
-    kh, kw, c_in, c_out = kernel.shape
-    (sh, sw), ((top, bottom), (left, right)) = strides, padding
-    x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    n, h, w, _ = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    taps = [jax.lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c_in),
-                          (1, sh, sw, 1))
-            for i in range(kh) for j in range(kw)]
-    patches = jnp.concatenate(taps, axis=-1)  # [N, H', W', kh·kw·Cin], the kernel's order
-    return jnp.einsum("nhwk,kd->nhwd", patches, kernel.reshape(kh * kw * c_in, c_out))
+# "patches": im2col + one matmul, which under vmap batches over seeds.
+CONVS = {"grouped": lax_conv, "loop": loop_conv, "patches": convolutions.conv_as_gemm}
 
 
-CONVS = {"grouped": lax_conv, "loop": loop_conv, "patches": patches_conv}
+def conv_for(seed_conv: str, formulation: str):
+    """The convolution of a conv module: a seed strategy's where seeds batch it (not
+    "grouped"), else the backend formulation's (`convolutions.FORMULATIONS`)."""
+    if seed_conv != PLAIN_CONV:
+        return CONVS[seed_conv]
+    return convolutions.FORMULATIONS[formulation].conv
 
 
-def _flax_conv_fn(seed_conv: str):
-    """nn.Conv's conv_general_dilated: None (flax's own lax call) for "grouped"."""
-    if seed_conv == "grouped":
+def conv_transpose_for(seed_conv: str, formulation: str):
+    """The strided transposed convolution of the decoder, chosen as `conv_for` does."""
+    if seed_conv != PLAIN_CONV:
+        return functools.partial(convolutions.conv_transpose_phases, conv=CONVS[seed_conv])
+    return convolutions.FORMULATIONS[formulation].conv_transpose
+
+
+def _flax_conv_fn(conv):
+    """nn.Conv's conv_general_dilated computed by `conv` (None: flax's own lax call)."""
+    if conv is lax_conv:
         return None
 
-    def conv(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation, dimension_numbers,
-             feature_group_count, precision):
+    def conv_general_dilated(x, kernel, strides, padding, *, lhs_dilation, rhs_dilation,
+                             dimension_numbers, feature_group_count, precision):
         assert set(lhs_dilation) == set(rhs_dilation) == {1} and feature_group_count == 1
         assert precision is None and dimension_numbers == jax.lax.conv_dimension_numbers(
-            x.shape, kernel.shape, NHWC_HWIO)
-        return CONVS[seed_conv](x, kernel, tuple(strides), tuple(map(tuple, padding)))
+            x.shape, kernel.shape, convolutions.NHWC_HWIO)
+        return conv(x, kernel, tuple(strides), tuple(map(tuple, padding)))
 
-    return conv
+    return conv_general_dilated
 
 
 class Encoder(nn.Module):
@@ -159,65 +158,20 @@ class Encoder(nn.Module):
     feature_dim: int
     dtype: jnp.dtype
     seed_conv: str
+    formulation: str
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        conv = _flax_conv_fn(conv_for(self.seed_conv, self.formulation))
         layers = (  # (channels, kernel, stride, padding): 64 → 32 → 16 → 8 → 4 → 1
             (32, 5, 2, 2), (64, 3, 2, 1), (128, 3, 2, 1), (256, 3, 2, 1),
             (self.feature_dim, 4, 1, 0),
         )
         for channels, kernel, stride, pad in layers:
             x = nn.Conv(channels, (kernel, kernel), (stride, stride), [(pad, pad), (pad, pad)],
-                        kernel_init=glorot, dtype=self.dtype,
-                        conv_general_dilated=_flax_conv_fn(self.seed_conv))(x)
+                        kernel_init=glorot, dtype=self.dtype, conv_general_dilated=conv)(x)
             x = leaky_relu(x)
         return x.reshape(x.shape[0], -1)
-
-
-def _phase_taps(kernel_size: int, stride: int, padding: int) -> tuple[np.ndarray, int, int]:
-    """Kernel taps of a strided transposed convolution, split by output phase.
-
-    The transposed convolution (PyTorch convention) writes input i to outputs
-    o = stride·i − padding + j for taps j. With o = stride·m + r, output phase r reads the
-    coarse input m + e through tap j = r + padding − stride·e. Returns taps[e − e_min, r]
-    (= kernel_size for "no tap", which indexes a zero row) and the offset range [e_min, e_max].
-    """
-    pairs = {}
-    for r in range(stride):
-        for j in range(kernel_size):
-            if (r + padding - j) % stride == 0:
-                pairs[((r + padding - j) // stride, r)] = j
-    offsets = [e for e, _ in pairs]
-    e_min, e_max = min(offsets), max(offsets)
-    taps = np.full((e_max - e_min + 1, stride), kernel_size, dtype=np.int32)
-    for (e, r), j in pairs.items():
-        taps[e - e_min, r] = j
-    return taps, e_min, e_max
-
-
-def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
-                             seed_conv: str = PLAIN_CONV) -> jax.Array:
-    """Strided transposed convolution computed as a stride-1 convolution + depth-to-space.
-
-    x: [N, H, W, Cin]; kernel: [k, k, Cin, Cout] (the transposed convolution's own kernel);
-    returns [N, stride·H, stride·W, Cout], the same function as PyTorch's
-    ConvTranspose2d(k, stride, padding, output_padding=stride − 1 − (k − 1 − 2·padding)).
-    Why: XLA differentiates a dilated-input (transposed) convolution far more slowly than a
-    plain one, and each output phase only sees a small stride-1 kernel over the coarse grid.
-    """
-    k, _, c_in, c_out = kernel.shape
-    taps, e_min, e_max = _phase_taps(k, stride, padding)
-    assert e_min <= 0, "padding too small for the phase split"
-    n_off = e_max - e_min + 1
-    zero_tap = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    # [eh, rh, kw+1, Cin, Cout] -> [eh, rh, ew, rw, Cin, Cout] -> [eh, ew, Cin, rh, rw, Cout]
-    phased = zero_tap[taps][:, :, taps]
-    phased = phased.transpose(0, 2, 4, 1, 3, 5).reshape(n_off, n_off, c_in, stride * stride * c_out)
-    pad = ((-e_min, e_max), (-e_min, e_max))
-    y = CONVS[seed_conv](x, phased.astype(x.dtype), (1, 1), pad)
-    n, h, w, _ = y.shape
-    y = y.reshape(n, h, w, stride, stride, c_out).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, h * stride, w * stride, c_out)
 
 
 class ConvTranspose(nn.Module):
@@ -229,6 +183,7 @@ class ConvTranspose(nn.Module):
     padding: int
     dtype: jnp.dtype
     seed_conv: str
+    formulation: str
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -241,7 +196,8 @@ class ConvTranspose(nn.Module):
             assert x.shape[1:3] == (1, 1) and self.padding == 0
             y = jnp.einsum("nc,hwcd->nhwd", x[:, 0, 0], kernel.astype(self.dtype))
         else:
-            y = conv_transpose_by_phases(x, kernel, self.stride, self.padding, self.seed_conv)
+            conv_transpose = conv_transpose_for(self.seed_conv, self.formulation)
+            y = conv_transpose(x, kernel.astype(self.dtype), self.stride, self.padding)
         return y + bias.astype(self.dtype)
 
 
@@ -250,6 +206,7 @@ class Decoder(nn.Module):
 
     dtype: jnp.dtype
     seed_conv: str
+    formulation: str
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -259,7 +216,7 @@ class Decoder(nn.Module):
         )
         for channels, kernel, stride, pad in layers:
             x = leaky_relu(ConvTranspose(channels, kernel, stride, pad, self.dtype,
-                                         self.seed_conv)(x))
+                                         self.seed_conv, self.formulation)(x))
         return x
 
 
@@ -318,14 +275,18 @@ class Networks:
         return {name: getattr(self, name) for name in LATENT_NETWORKS}
 
 
-def build(cfg: AgentConfig, action_dim: int, seed_conv: str = PLAIN_CONV) -> Networks:
-    """The agent's modules with cfg's sizes; `seed_conv` (SEED_CONVS) only matters under vmap."""
+def build(cfg: AgentConfig, action_dim: int, seed_conv: str = PLAIN_CONV,
+          formulation: str | None = None) -> Networks:
+    """The agent's modules with cfg's sizes. `seed_conv` (SEED_CONVS) only matters under vmap;
+    `formulation` (`convolutions.FORMULATIONS`; None: the default backend's) is how the
+    convolutions are computed where no seed strategy is."""
     check_seed_conv(seed_conv)
+    formulation = formulation or convolutions.formulation_for(jax.default_backend())
     dtype = jnp.dtype(cfg.dtype)
     hidden = cfg.hidden_dim
     return Networks(
-        encoder=Encoder(cfg.feature_dim, dtype, seed_conv),
-        decoder=Decoder(dtype, seed_conv),
+        encoder=Encoder(cfg.feature_dim, dtype, seed_conv, formulation),
+        decoder=Decoder(dtype, seed_conv, formulation),
         z1_posterior_init=GaussianHead(cfg.z1_dim, hidden),
         z1_posterior=GaussianHead(cfg.z1_dim, hidden),
         z2_prior_init=GaussianHead(cfg.z2_dim, hidden),

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from slacjax import latent, networks, parallel, policy, update
+from slacjax import convolutions, latent, networks, parallel, policy, update
 from slacjax import replay as replay_lib
 from slacjax.config import DEFAULT_SEED_CONV, AgentConfig
 
@@ -40,6 +40,10 @@ class Steps:
         [N, T+1, H, W, 3]: one replay sequence per seed, posterior and prior from frame 0
     """
 
+    # How a pretraining / training program of K updates per call (scanned for K > 1) computes
+    # convolutions: the backend formulation (convolutions.py) or, for seeds batched with a
+    # strategy of their own, "seed_conv=<strategy>".
+    conv_formulation: Callable[[int], str]
     init_state: Callable
     init_replay: Callable
     add: Callable
@@ -89,24 +93,36 @@ def _seedwise(fun: Callable, num_seeds: int) -> Callable:
 @functools.lru_cache(maxsize=None)
 def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
            seed_conv: str) -> Steps:
-    nets = networks.build(cfg, action_dim, seed_conv)
     placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
+    backend = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+    nets, scanned_nets = (
+        networks.build(cfg, action_dim, seed_conv,
+                       convolutions.formulation_for(backend, scanned=scanned))
+        for scanned in (False, True))
+    # The programs that run the networks, compiled with the backend's convolution options.
+    jit_networks = functools.partial(
+        jax.jit, compiler_options=convolutions.compiler_options_for(backend))
 
     def init_replay(capacity):
         empty = replay_lib.init(capacity, action_dim, cfg.image_size)
         return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (num_seeds,) + leaf.shape), empty)
 
-    def updates(latent_only: bool):
-        apply_update = None if mesh is None else functools.partial(
-            parallel.update_on_mesh, cfg=cfg, nets=nets, mesh=mesh, latent_only=latent_only)
+    def nets_for(num_steps: int) -> networks.Networks:
+        return nets if num_steps == 1 else scanned_nets  # K > 1 runs in a lax.scan
 
+    def updates(latent_only: bool):
         def program(state, replay, num_steps):
+            step_nets = nets_for(num_steps)
+            apply_update = None if mesh is None else functools.partial(
+                parallel.update_on_mesh, cfg=cfg, nets=step_nets, mesh=mesh,
+                latent_only=latent_only)
+
             def one(state, replay):
-                return update.sample_and_update_steps(state, replay, cfg, nets, num_steps,
+                return update.sample_and_update_steps(state, replay, cfg, step_nets, num_steps,
                                                       latent_only, apply_update)
             return _seedwise(one, num_seeds)(state, replay)
 
-        return jax.jit(program, static_argnames="num_steps", donate_argnums=0)
+        return jit_networks(program, static_argnames="num_steps", donate_argnums=0)
 
     def accumulate(total, metrics, weight):
         return jax.tree.map(lambda t, m: t + m * weight, total, metrics)
@@ -135,6 +151,9 @@ def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
         return batch.frames[0], posterior[0], prior[0]
 
     return Steps(
+        conv_formulation=lambda num_steps: (
+            nets_for(num_steps).encoder.formulation if seed_conv == networks.PLAIN_CONV
+            else f"seed_conv={seed_conv}"),
         init_state=jax.jit(_seedwise(functools.partial(update.init_state, cfg, action_dim),
                                      num_seeds), **placed),
         init_replay=jax.jit(init_replay, static_argnums=0, **placed),
@@ -144,6 +163,6 @@ def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
         accumulate=jax.jit(accumulate, donate_argnums=0),
         reset_history=jax.jit(reset_history),
         push_history=jax.jit(jax.vmap(policy.history_push)),
-        act=jax.jit(act),
-        reconstruct=jax.jit(_seedwise(reconstruct_one, num_seeds)),
+        act=jit_networks(act),
+        reconstruct=jit_networks(_seedwise(reconstruct_one, num_seeds)),
     )

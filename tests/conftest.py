@@ -7,6 +7,9 @@ import pathlib
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_REPO / ".jax_cache"))
+# Every program into the cache, however quick to compile: the launcher tests start many
+# processes that compile the same small programs (acting, replay writes, init).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("MUJOCO_GL", "egl")
 # The tests compile many programs and run each a few times on tiny batches: LLVM's
 # optimisations cost more compile time than they save at run time (the bench's tiny update:

@@ -91,7 +91,9 @@ def test_transposed_formulations_match_the_definition(formulation, kernel_size, 
 
 def test_formulation_for_keeps_the_accelerator_default():
     assert convs.formulation_for("gpu") == convs.formulation_for("tpu") == "phases"
-    assert convs.formulation_for("cpu") == "gemm"
+    assert convs.formulation_for("gpu", scanned=True) == "phases"
+    assert convs.formulation_for("cpu") == "phases"
+    assert convs.formulation_for("cpu", scanned=True) == "gemm"
     assert set(convs.FORMULATIONS) == {"phases", "gemm"}
     with pytest.raises(ValueError, match="backend"):
         convs.formulation_for("abacus")

@@ -144,9 +144,9 @@ def wait_for(condition, process, seconds: float = 400) -> None:
 @pytest.mark.slow(200)
 @pytest.mark.xdist_group("smoke_programs")
 def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
-    """One uninterrupted smoke run (every phase). The same run SIGKILLed while collecting
-    (before any checkpoint) starts over on the same command; SIGKILLed again after the end
-    of collection's checkpoint, it resumes and logs the same numbers."""
+    """One uninterrupted smoke run (every phase). The same run killed before any checkpoint
+    starts over on the same command; SIGKILLed after the end of collection's checkpoint, it
+    resumes and logs the same numbers."""
     uninterrupted = tmp_path / "uninterrupted"
     result = run("experiments.run", *SMOKE, f"run_dir={uninterrupted}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,10 +168,12 @@ def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
             out.seek(0)
             return out.read()
 
-    killed_when(lambda: logger.read_rows(run_dir))  # collecting
-    assert not (run_dir / "checkpoints" / "0").exists()
-    # A config, no checkpoint: the same command starts over (killed again once the end of
-    # collection is checkpointed: orbax renames the directory there once complete).
+    # What a run killed before its first checkpoint leaves: its config and some rows. The
+    # same command starts over (killed once the end of collection is checkpointed: orbax
+    # renames the directory there once complete).
+    run_dir.mkdir()
+    run_dir_lib.save_config(experiment_config([*SMOKE, f"run_dir={run_dir}"]), run_dir)
+    logger.MetricsLog(run_dir).write({"phase": "collect", "env_step": 20})
     printed = killed_when(lambda: (run_dir / "checkpoints" / "0").exists())
     assert "no complete checkpoint" in printed and "starting it over" in printed
 

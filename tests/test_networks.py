@@ -1,5 +1,5 @@
-"""Module shapes, sizes from the config, initialisation and the phase-split transposed
-convolution."""
+"""Module shapes, sizes from the config, initialisation, and the backend formulations of the
+convolutions giving one network."""
 
 import chex
 import jax
@@ -8,49 +8,29 @@ import numpy as np
 import pytest
 
 from slacjax import latent, networks
-from slacjax.networks import _phase_taps, conv_transpose_by_phases
+from slacjax.convolutions import _phase_taps
 from tests.helpers import ACTION_DIM, NETS, SMALL, TINY
 
 
-def scatter_conv_transpose(x, w, stride, padding):
-    """Reference transposed convolution, as its definition: out[s·i − p + j] += x[i]·w[j]."""
-    n, h, wd, _ = x.shape
-    k = w.shape[0]
-    out = np.zeros((n, h * stride, wd * stride, w.shape[3]))
-    for i in range(h):
-        for j in range(wd):
-            for a in range(k):
-                for b in range(k):
-                    oh, ow = stride * i - padding + a, stride * j - padding + b
-                    if 0 <= oh < h * stride and 0 <= ow < wd * stride:
-                        out[:, oh, ow] += x[:, i, j] @ w[a, b]
-    return out
+@pytest.mark.parametrize("module", ["encoder", "decoder"])
+def test_formulations_give_the_same_networks(module):
+    """The backend formulations (`convolutions.FORMULATIONS`) are one function: the same
+    outputs and gradients from the same parameters; each against the definition is
+    tests/test_convolutions.py's."""
+    nets = {name: networks.build(TINY, ACTION_DIM, formulation=name)
+            for name in ("phases", "gemm")}
+    inputs = (jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3)) if module == "encoder"
+              else jax.random.normal(jax.random.PRNGKey(1), (2, TINY.z_dim)))
+    params = getattr(nets["phases"], module).init(jax.random.PRNGKey(0), inputs)
 
+    def value_and_grad(name):
+        apply = getattr(nets[name], module).apply
+        return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(apply(p, inputs)))))(params)
 
-@pytest.mark.parametrize("kernel,padding", [(3, 1), (5, 2)])
-def test_phase_split_equals_transposed_convolution(kernel, padding):
-    rng = np.random.default_rng(kernel)
-    x, w = rng.normal(size=(2, 4, 5, 3)), rng.normal(size=(kernel, kernel, 3, 2))
-    got = conv_transpose_by_phases(jnp.asarray(x), jnp.asarray(w), 2, padding)
-    np.testing.assert_allclose(got, scatter_conv_transpose(x, w, 2, padding), atol=1e-4)
-
-
-def test_phase_split_matches_lax_transposed_convolution_gradient():
-    # The same function as lax.conv_transpose on the flipped kernel (PyTorch's convention), so
-    # its gradients must agree too.
-    rng = np.random.default_rng(0)
-    x, w = jnp.asarray(rng.normal(size=(1, 4, 4, 2))), jnp.asarray(rng.normal(size=(3, 3, 2, 5)))
-
-    def lax_version(x, w):
-        # transpose_kernel=True reads the kernel as the forward convolution's: [k, k, Cout, Cin].
-        return jax.lax.conv_transpose(x, w.swapaxes(2, 3), (2, 2), [(1, 2), (1, 2)],
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      transpose_kernel=True)
-
-    np.testing.assert_allclose(conv_transpose_by_phases(x, w, 2, 1), lax_version(x, w), atol=1e-4)
-    g_ours = jax.grad(lambda w: jnp.sum(conv_transpose_by_phases(x, w, 2, 1) ** 2))(w)
-    g_lax = jax.grad(lambda w: jnp.sum(lax_version(x, w) ** 2))(w)
-    np.testing.assert_allclose(g_ours, g_lax, rtol=1e-4, atol=1e-4)
+    (value_a, grads_a), (value_b, grads_b) = value_and_grad("phases"), value_and_grad("gemm")
+    np.testing.assert_allclose(value_a, value_b, rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.abs(a).max()))
 
 
 def test_phase_taps_cover_every_kernel_tap_once():

@@ -132,10 +132,7 @@ def restore_params(checkpoints, cfg, env_step: int | None):
             state, _, _ = checkpoints.restore(number, abstract_for(meta)[0])
     except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as error:
         raise LaunchError(str(error)) from error
-    if meta.get("format", 1) == 1:  # written before the seed axis: one seed, no axis
-        import jax
-
-        state = jax.tree.map(lambda leaf: leaf[None], state)
+    state = run_state.with_seed_axis(state, meta)
     steps = make_steps(agent_cfg, int(meta["action_dim"]), cfg.seeds)
     return checkpoints.path(number), state.params, meta["counters"]["env_steps"], steps
 

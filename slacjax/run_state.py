@@ -75,6 +75,13 @@ def abstract_trees(steps: Steps, num_seeds: int, capacity: int, stacked: bool = 
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), trees)
 
 
+def with_seed_axis(trees, meta: dict):
+    """Restored trees with the seed axis: format 1 checkpoints (one seed) lack it."""
+    if meta.get("format", 1) == 1:
+        return jax.tree.map(lambda leaf: leaf[None], trees)
+    return trees
+
+
 def save(checkpoints: checkpoint.Checkpoints, state, replay, record: Record, action_dim: int,
          cfg: ExperimentConfig) -> pathlib.Path:
     """Writes one checkpoint of the run -> its path (CheckpointWriteError if it cannot)."""
@@ -138,6 +145,5 @@ def restore(checkpoints: checkpoint.Checkpoints, steps: Steps, action_dim: int,
     if mismatch:
         raise LaunchError(f"checkpoint {path} belongs to another run than {CONFIG_FILE} says "
                           f"({mismatch}); choose another run_dir, or pass overwrite=true")
-    if meta.get("format", 1) == 1:
-        state, replay = jax.tree.map(lambda leaf: leaf[None], (state, replay))
+    state, replay = with_seed_axis((state, replay), meta)
     return path, state, replay, _record(meta, cfg.seeds)

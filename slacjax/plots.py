@@ -134,26 +134,39 @@ def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return image.repeat(factor, axis=-3).repeat(factor, axis=-2)
 
 
+def _grid(rows: np.ndarray, gap: int) -> np.ndarray:
+    """[R, T, H, W, 3] uint8 -> one image [R·(H+gap)−gap, T·(W+gap)−gap, 3], white gaps."""
+    num_rows, steps, height, width = rows.shape[:4]
+    grid = np.full((num_rows * (height + gap) - gap, steps * (width + gap) - gap, 3), 255,
+                   np.uint8)
+    for row in range(num_rows):
+        for step in range(steps):
+            top, left = row * (height + gap), step * (width + gap)
+            grid[top:top + height, left:left + width] = rows[row, step]
+    return grid
+
+
 def reconstruction_strip(rows: np.ndarray, png_path: pathlib.Path, gif_path: pathlib.Path,
                          title: str) -> None:
     """`rows` [3, T, H, W, 3] from `strip_rows` -> a labelled PNG grid and a GIF.
 
     The GIF shows, per time step, the three images side by side (truth | posterior | prior).
     """
-    num_rows, steps = rows.shape[:2]
-    figure, axes = plt.subplots(num_rows, steps, figsize=(1.1 * steps, 1.25 * num_rows), dpi=100,
-                                squeeze=False)
-    for row, label in enumerate(STRIP_ROWS):
-        for step in range(steps):
-            axis = axes[row, step]
-            axis.imshow(rows[row, step])
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(f"t={step}", fontsize=8)
-        axes[row, 0].set_ylabel(label, fontsize=8)
+    num_rows, steps, height, width = rows.shape[:4]
+    gap = max(height // 16, 1)
+    # One image on one axes: a subplot per frame costs a second per picture in layout alone.
+    figure = plt.figure(figsize=(1.1 * steps + 1.2, 1.15 * num_rows + 0.5), dpi=100)
+    axis = figure.add_axes((1.2 / (1.1 * steps + 1.2), 0.02, 1 - 1.25 / (1.1 * steps + 1.2),
+                            1 - 0.75 / (1.15 * num_rows + 0.5)))
+    axis.imshow(_grid(rows, gap), interpolation="nearest")
+    axis.set_xticks([step * (width + gap) + width / 2 for step in range(steps)],
+                    [f"t={step}" for step in range(steps)], fontsize=8)
+    axis.set_yticks([row * (height + gap) + height / 2 for row in range(num_rows)],
+                    STRIP_ROWS[:num_rows], fontsize=8)
+    axis.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+    for side in axis.spines.values():
+        side.set_visible(False)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     save(figure, png_path)
 
     side_by_side = np.concatenate(list(rows), axis=-2)  # [T, H, 3W, 3]

@@ -32,6 +32,7 @@ class Steps:
     pretrain / train(state, replay, num_steps) -> (state, metrics {name: [N]}); num_steps static,
         metrics averaged over the steps, state donated
     accumulate(total, metrics, weight) -> total + metrics · weight; total donated
+    copy(tree) -> the same arrays in new buffers (one program, not one dispatch per leaf)
     reset_history(history or None, first_frames u8 [M,H,W,3], starting bool [M]) -> History [M]
     push_history(history, actions [M,A], frames u8 [M,H,W,3]) -> History [M]
     act(params [N, ...], agents int32 [M], history, keys [M, 2], step, greedy) -> actions [M, A]:
@@ -50,6 +51,7 @@ class Steps:
     pretrain: Callable
     train: Callable
     accumulate: Callable
+    copy: Callable
     reset_history: Callable
     push_history: Callable
     act: Callable
@@ -161,6 +163,7 @@ def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
         pretrain=updates(latent_only=True),
         train=updates(latent_only=False),
         accumulate=jax.jit(accumulate, donate_argnums=0),
+        copy=jax.jit(functools.partial(jax.tree.map, jnp.copy)),
         reset_history=jax.jit(reset_history),
         push_history=jax.jit(jax.vmap(policy.history_push)),
         act=jit_networks(act),

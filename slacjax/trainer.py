@@ -15,7 +15,6 @@ checkpoint taken on SIGINT/SIGTERM mid-episode restarts that episode.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 import signal
 import time
@@ -150,7 +149,7 @@ class Trainer:
 
     def compile_ahead(self) -> None:
         """Starts compiling the steps of the phases still to come."""
-        phase, copy = self.counters.phase, functools.partial(jax.tree.map, jnp.copy)
+        phase, copy = self.counters.phase, self.steps.copy
         replay = copy(self.replay)  # one copy for both: the steps read the replay, never donate it
         if phase in ("collect", "pretrain") and self.cfg.pretrain_updates > 0:
             self.compiler.submit("pretraining", self.steps.pretrain, copy(self.state), replay,

@@ -13,13 +13,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("MUJOCO_GL", "egl")
 # The tests compile many programs and run each a few times on tiny batches: LLVM's
 # optimisations cost more compile time than they save at run time (the bench's tiny update:
-# 43 s to compile, 0.18 s to run at the default level; 30 s and 0.31 s without them). Not so
-# for convolutions inside a loop: a 2-update `lax.scan` step runs in 39 s instead of 3.4 s,
-# so the tests call scanned steps rarely.
-# Subprocesses inherit it (add flags with `tests.helpers.xla_flags`).
-_FAST_COMPILE = "--xla_backend_optimization_level=0"
-if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+# 43 s to compile, 0.18 s to run at the default level; 30 s and 0.31 s without them), and so
+# do XLA:CPU's MLIR fusion emitters (the smoke preset's pretraining and fused update: 12 s of
+# compiling at level 0, 8 s with the older emitters; the same 0.5 s per update).
+# Subprocesses inherit them (add flags with `tests.helpers.xla_flags`).
+_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+for _flag in _FAST_COMPILE:
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 
 def pytest_collection_modifyitems(items):

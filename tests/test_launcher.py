@@ -1,9 +1,10 @@
 """The training launcher end to end: smoke run, crashes and exact resume, signals, one writer
 per run dir, bad input.
 
-The runs are subprocesses of `python -m experiments.run` (the user's command). To keep the
-suite short they use the smoke preset with a 160-env-step budget (10 training updates); the
-unmodified preset is what `make smoke` runs.
+The runs are subprocesses of `python -m experiments.run` (the user's command), but for one
+uninterrupted run in this process (which can see the jit caches). To keep the suite short they
+use the smoke preset with a 160-env-step budget (10 training updates); the unmodified preset is
+what `make smoke` runs.
 """
 
 import json
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import run as run_module
 from experiments.run import experiment_config
 from slacjax import checkpoint, logger, run_dir as run_dir_lib, run_state, signals, trainer
 from slacjax.tasks import PLANET_TASKS
@@ -38,6 +40,20 @@ def command(module: str, *overrides: str) -> list[str]:
 def run(module: str, *overrides: str, timeout: float = 400, **kwargs):
     return subprocess.run(command(module, *overrides), cwd=kwargs.pop("cwd", REPO),
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def run_here(monkeypatch, capfd, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m experiments.run *overrides` in this process, for refusals that come before
+    any training (no interpreter and JAX start-up) -> its exit status and what it printed."""
+    monkeypatch.setattr(sys, "argv", ["run", *overrides])
+    capfd.readouterr()
+    try:
+        run_module.main()
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    stdout, stderr = capfd.readouterr()
+    return subprocess.CompletedProcess(sys.argv, status, stdout, stderr)
 
 
 def snapshot(directory: Path) -> dict:
@@ -143,16 +159,23 @@ def wait_for(condition, process, seconds: float = 400) -> None:
 
 @pytest.mark.slow(200)
 @pytest.mark.xdist_group("smoke_programs")
-def test_smoke_run_and_exact_resume_after_sigkill(tmp_path):
-    """One uninterrupted smoke run (every phase). The same run killed before any checkpoint
-    starts over on the same command; SIGKILLed after the end of collection's checkpoint, it
-    resumes and logs the same numbers."""
+def test_smoke_run_and_exact_resume_after_sigkill(tmp_path, capfd):
+    """One uninterrupted smoke run (every phase), in this process: its phases call exactly the
+    programs warmed up in the background (each step's jit cache grows by one entry; a second
+    would mean a phase recompiled). The same run by the user's command, killed before any
+    checkpoint, starts over on the same command; SIGKILLed after the end of collection's
+    checkpoint, it resumes and logs the same numbers."""
     uninterrupted = tmp_path / "uninterrupted"
-    result = run("experiments.run", *SMOKE, f"run_dir={uninterrupted}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "resumed from" not in result.stdout
-    assert "WARNING" not in result.stderr, result.stderr[-3000:]
-    check_finished_smoke_run(uninterrupted, result.stdout)
+    cfg = experiment_config([*SMOKE, f"run_dir={uninterrupted}"])
+    steps = trainer.make_steps(cfg.agent_config(), 6, 1)
+    before = steps.pretrain._cache_size(), steps.train._cache_size()
+    assert trainer.run(cfg) == 0
+    after = steps.pretrain._cache_size(), steps.train._cache_size()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+    stdout, stderr = capfd.readouterr()
+    assert "Traceback" not in stderr and "resumed from" not in stdout
+    assert "WARNING" not in stderr, stderr[-3000:]
+    check_finished_smoke_run(uninterrupted, stdout)
 
     run_dir = tmp_path / "killed"
     arguments = command("experiments.run", *SMOKE, f"run_dir={run_dir}")
@@ -265,20 +288,20 @@ def test_bad_override_is_refused_before_anything_runs(run_copy, override, expect
     ("agent.batch_sac=8", "agent.batch_sac=4 (run dir) vs 8 (now)"),
     ("seed=1", "seed=0 (run dir) vs 1 (now)"),
 ])
-def test_run_dir_of_another_run_is_refused(run_copy, override, expected):
+def test_run_dir_of_another_run_is_refused(run_copy, override, expected, monkeypatch, capfd):
     before = {path: stamp for path, stamp in snapshot(run_copy).items()
               if path != ".slacjax.lock"}
-    assert_refused(run("experiments.run", *SMOKE, f"run_dir={run_copy}", override),
+    assert_refused(run_here(monkeypatch, capfd, *SMOKE, f"run_dir={run_copy}", override),
                    "belongs to another run", expected)
     assert {path: stamp for path, stamp in snapshot(run_copy).items()
             if path != ".slacjax.lock"} == before
 
 
-def test_foreign_dirs_are_refused(tmp_path):
+def test_foreign_dirs_are_refused(tmp_path, monkeypatch, capfd):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    assert_refused(run("experiments.run", *SMOKE, f"run_dir={foreign}", "overwrite=true"),
+    assert_refused(run_here(monkeypatch, capfd, *SMOKE, f"run_dir={foreign}", "overwrite=true"),
                    "not a slacjax run dir")
     assert sorted(os.listdir(foreign)) == ["notes.txt"]
 

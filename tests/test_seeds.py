@@ -38,7 +38,9 @@ def resumed_line(stdout: str) -> re.Match:
 
 
 @pytest.mark.slow(210)
-def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
+def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path, capfd):
+    """The user's command, SIGKILLed after a periodic checkpoint; the same run resumed in this
+    process (no second interpreter and JAX start-up)."""
     run_dir = tmp_path / "run"
     arguments = command("experiments.run", *TWO_SEEDS, f"run_dir={run_dir}")
     process = subprocess.Popen(arguments, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -50,10 +52,11 @@ def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path):
     assert all(logger.read_rows(run_dir / f"seed{seed}")[-1]["env_step"] < 200
                for seed in (0, 1))
 
-    resumed = subprocess.run(arguments, cwd=REPO, capture_output=True, text=True, timeout=500)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Traceback" not in resumed.stderr and "done: 200 env steps" in resumed.stdout
-    match = resumed_line(resumed.stdout)
+    capfd.readouterr()
+    assert trainer.run(experiment_config([*TWO_SEEDS, f"run_dir={run_dir}"])) == 0
+    stdout, stderr = capfd.readouterr()
+    assert "Traceback" not in stderr and "done: 200 env steps" in stdout
+    match = resumed_line(stdout)
     assert Path(match[1]).parent == run_dir / "checkpoints" and int(match[2]) == 160
 
     assert sorted(os.listdir(run_dir)) == [

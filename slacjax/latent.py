@@ -127,9 +127,10 @@ def reward_mask(terminals: jax.Array) -> jax.Array:
 
 
 def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig, nets: Networks):
-    """Negative ELBO (spec §3) averaged over the batch -> (loss, metrics).
+    """Negative ELBO (spec §3) averaged over the batch -> (loss, (metrics, features)).
 
     loss = Σ_t KL(q(z1_t) ‖ p(z1_t)) − Σ_t log p(x_t | z_t) − Σ_t mask_t · log p(r_t | ·).
+    features [B, T+1, F]: the batch's frames encoded, for SAC to reuse (`update.sac_inputs`).
     """
     batch_size, steps = batch.rewards.shape
     features = encode(params, batch.frames, nets)
@@ -155,7 +156,7 @@ def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig, nets
     loss = jnp.mean(kl - image_ll - reward_ll)
     metrics = {"latent_loss": loss, "kl": kl.mean(), "image_nll": -image_ll.mean(),
                "reward_nll": -reward_ll.mean()}
-    return loss, metrics
+    return loss, (metrics, features)
 
 
 def reconstruct_and_imagine(params: dict, batch: Batch, key: jax.Array, nets: Networks,

@@ -94,14 +94,25 @@ def apply_gradients(opt: optax.GradientTransformation, params, grads, opt_state)
     return optax.apply_updates(params, updates), opt_state
 
 
-def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, nets: Networks):
+def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, nets: Networks,
+               encoded: jax.Array | None = None):
     """What SAC reads from the model, all behind stop_gradient -> (z, z_next, now, next).
 
     z, z_next [N, Z] are the last two posterior samples of one rollout; now/next are the
-    actor's input windows [N, T·F + (T−1)·A].
+    actor's input windows [N, T·F + (T−1)·A]. `encoded` [n, T+1, F], n ≤ N: the features of
+    the batch's first n sequences under the same parameters, already computed (the latent
+    batch is the SAC batch's head), so only the other N − n are encoded here.
     """
     latent_params = jax.lax.stop_gradient(latent_params)
-    features = latent.encode(latent_params, batch.frames, nets)
+    if encoded is None:
+        features = latent.encode(latent_params, batch.frames, nets)
+    else:
+        chex.assert_equal(encoded.shape[1:],
+                          batch.frames.shape[1:2] + (nets.encoder.feature_dim,))
+        rest = batch.frames[encoded.shape[0]:]
+        features = jax.lax.stop_gradient(encoded)
+        if rest.shape[0]:
+            features = jnp.concatenate([features, latent.encode(latent_params, rest, nets)])
     rollout = latent.posterior_rollout(latent_params, features, batch.actions, key, nets)
     z = jnp.concatenate([rollout.z1, rollout.z2], axis=-1)
     now, nxt = sac.actor_inputs(features, batch.actions)
@@ -120,10 +131,12 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
     chex.assert_equal(action_dim, nets.actor.action_dim)
     alpha = jnp.exp(state.log_alpha)
 
-    latent_grads, latent_metrics = jax.grad(latent.elbo_loss, has_aux=True)(
+    latent_grads, (latent_metrics, latent_features) = jax.grad(latent.elbo_loss, has_aux=True)(
         params.latent, latent_batch, k_latent, cfg, nets)
 
-    z, z_next, now, nxt = sac_inputs(params.latent, sac_batch, k_rollout, nets)
+    # The default latent batch is the SAC batch's head: its frames are encoded once, for both.
+    encoded = None if cfg.separate_latent_batch else latent_features
+    z, z_next, now, nxt = sac_inputs(params.latent, sac_batch, k_rollout, nets, encoded)
     critic_grads, critic_metrics = jax.grad(sac.critic_loss, has_aux=True)(
         params.critic, state.target_critic, params.actor, alpha, z, z_next,
         sac_batch.actions[:, -1], sac_batch.rewards[:, -1], sac_batch.terminals[:, -1], nxt,
@@ -162,8 +175,8 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
 def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
                   nets: Networks):
     """Latent-model-only update (pretraining) on `batch_latent` sequences -> (state, metrics)."""
-    grads, metrics = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch, key,
-                                                              cfg, nets)
+    grads, (metrics, _) = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch,
+                                                                   key, cfg, nets)
     new_latent, latent_opt = apply_gradients(optimizers(cfg)["latent"], state.params.latent,
                                              grads, state.opt_state.latent)
     return state.replace(params=state.params.replace(latent=new_latent),

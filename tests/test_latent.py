@@ -57,10 +57,11 @@ class TestElbo(chex.TestCase):
         batch = batch.replace(terminals=batch.terminals.at[0, 5].set(1.0))
         key = jax.random.PRNGKey(3)
         elbo = self.variant(functools.partial(latent.elbo_loss, cfg=TINY, nets=NETS))
-        loss, metrics = elbo(params, batch, key)
+        loss, (metrics, returned_features) = elbo(params, batch, key)
 
         # Recompute every term step by step with scipy, from the same posterior samples.
         features = latent.encode(params, batch.frames, NETS)
+        np.testing.assert_allclose(returned_features, features, rtol=1e-5, atol=1e-5)
         rollout = latent.posterior_rollout(params, features, batch.actions, key, NETS)
         q_mean, q_std = np.asarray(rollout.z1_mean), np.asarray(rollout.z1_std)
         kl = np.zeros(2)

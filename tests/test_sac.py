@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slacjax import sac, update
+from slacjax import latent, sac, update
 from tests.helpers import ACTION_DIM, NETS, TINY, smooth_batch, to_device
 
 
@@ -27,7 +27,10 @@ def test_sac_losses_give_exactly_zero_gradient_to_the_latent_model():
     p = state.params
 
     def sac_objective(latent_params):
-        z, z_next, now, nxt = update.sac_inputs(latent_params, batch, jax.random.PRNGKey(1), NETS)
+        # The head's features come from the ELBO, with their gradient path to the model.
+        encoded = latent.encode(latent_params, batch.frames[:1], NETS)
+        z, z_next, now, nxt = update.sac_inputs(latent_params, batch, jax.random.PRNGKey(1), NETS,
+                                                encoded)
         critic, _ = sac.critic_loss(p.critic, state.target_critic, p.actor, 1.0, z, z_next,
                                     batch.actions[:, -1], batch.rewards[:, -1],
                                     batch.terminals[:, -1], nxt, jax.random.PRNGKey(2), 0.99,
@@ -39,6 +42,18 @@ def test_sac_losses_give_exactly_zero_gradient_to_the_latent_model():
     assert set(grads) == set(p.latent)
     for leaf in jax.tree.leaves(grads):
         assert jnp.all(leaf == 0.0)
+
+
+def test_sac_inputs_reuse_features_encoded_before_exactly():
+    params = jax.jit(update.init_state, static_argnums=(0, 1))(TINY, ACTION_DIM,
+                                                               jax.random.PRNGKey(0)).params
+    batch, key = to_device(smooth_batch(0)), jax.random.PRNGKey(1)
+    sac_inputs = jax.jit(functools.partial(update.sac_inputs, nets=NETS))
+    all_encoded_here = sac_inputs(params.latent, batch, key)
+    for head in (1, 2):
+        encoded = latent.encode(params.latent, batch.frames[:head], NETS)
+        chex.assert_trees_all_close(sac_inputs(params.latent, batch, key, encoded=encoded),
+                                    all_encoded_here, rtol=1e-5, atol=1e-5)
 
 
 class TestCriticLoss(chex.TestCase):

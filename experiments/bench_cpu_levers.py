@@ -33,7 +33,7 @@ ENCODER = [(3, 32, 5, 2, 2, 64), (32, 64, 3, 2, 1, 32), (64, 128, 3, 2, 1, 16),
 DECODER = [(256, 128, 3, 2, 1, 4), (128, 64, 3, 2, 1, 8), (64, 32, 3, 2, 1, 16),
            (32, 3, 5, 2, 2, 32)]
 CONVS = {"lax": convs.conv_lax, "gemm": convs.conv_as_gemm, "canonical": convs.conv_canonical,
-         "gemm_grads": convs.conv_gemm_grads}
+         "gemm_grads": convs.conv_gemm_grads, "phase_grads": convs.conv_phase_grads}
 TRANSPOSES = {**convs.TRANSPOSE_FORMULATIONS,
               "phases+gemm_grads": functools.partial(convs.conv_transpose_phases,
                                                      conv=convs.conv_gemm_grads)}

@@ -91,6 +91,16 @@ def conv_canonical(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     return _canonical_conv(tuple(strides), tuple(map(tuple, padding)))(x, kernel)
 
 
+def _library_or_dense(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                      padding: Padding) -> jax.Array:
+    """`conv_lax`, or a matmul where the window covers the whole input (a dense layer)."""
+    kh, kw = kernel.shape[:2]
+    (top, bottom), (left, right) = padding
+    if (x.shape[1] + top + bottom, x.shape[2] + left + right) == (kh, kw):
+        return conv_as_gemm(x, kernel, strides, padding)
+    return conv_lax(x, kernel, strides, padding)
+
+
 @functools.lru_cache(maxsize=None)
 def _gemm_grad_conv(strides: tuple[int, int], padding: Padding):
     # Forward: XLA's convolution (a library call). Backward: the kernel gradient as one matrix
@@ -99,12 +109,7 @@ def _gemm_grad_conv(strides: tuple[int, int], padding: Padding):
     # transpose (pads and adds) instead of an input-dilated convolution.
     @jax.custom_vjp
     def conv(x, kernel):
-        kh, kw = kernel.shape[:2]
-        (top, bottom), (left, right) = padding
-        if (x.shape[1] + top + bottom, x.shape[2] + left + right) == (kh, kw):
-            # The window covers the whole input: a dense layer, where a matmul is faster.
-            return conv_as_gemm(x, kernel, strides, padding)
-        return conv_lax(x, kernel, strides, padding)
+        return _library_or_dense(x, kernel, strides, padding)
 
     def forward(x, kernel):
         return conv(x, kernel), (x, kernel)
@@ -129,6 +134,43 @@ def conv_gemm_grads(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     `conv_as_gemm`'s gradients: matrix multiplies, pads and adds, XLA:CPU's fastest pieces,
     also inside loops."""
     return _gemm_grad_conv(tuple(strides), tuple(map(tuple, padding)))(x, kernel)
+
+
+@functools.lru_cache(maxsize=None)
+def _phase_grad_conv(strides: tuple[int, int], padding: Padding):
+    # A strided layer's input gradient is a transposed convolution of the output gradient.
+    # XLA computes it as an input-dilated convolution (at stride 2, three quarters of the
+    # multiply-adds on inserted zeros), which XLA:CPU runs several times slower than the same
+    # transposed convolution split by output phase into stride-1 convolutions.
+    (sh, sw), ((top, _), (left, _)) = strides, padding
+    plain = functools.partial(_library_or_dense, strides=strides, padding=padding)
+
+    @jax.custom_vjp
+    def conv(x, kernel):
+        return plain(x, kernel)
+
+    def forward(x, kernel):
+        return conv(x, kernel), (x, kernel)
+
+    def backward(res, g):
+        x, kernel = res
+        kh, kw = kernel.shape[:2]
+        if not (sh == sw > 1 and top == left and kh == kw and kh - sh - top >= 0
+                and x.shape[1:3] == (sh * g.shape[1], sw * g.shape[2])):
+            return jax.vjp(plain, x, kernel)[1](g)
+        dx = conv_transpose_phases(g, jnp.swapaxes(kernel, 2, 3).astype(g.dtype), sh, top)
+        dk, = jax.vjp(lambda kernel: conv_lax(x, kernel, strides, padding), kernel)[1](g)
+        return dx, dk
+
+    conv.defvjp(forward, backward)
+    return conv
+
+
+def conv_phase_grads(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                     padding: Padding) -> jax.Array:
+    """`conv_lax` (a matmul for a dense layer) whose input gradient, for a strided layer, is
+    `conv_transpose_phases` of the output gradient; XLA's kernel gradient."""
+    return _phase_grad_conv(tuple(strides), tuple(map(tuple, padding)))(x, kernel)
 
 
 def _transpose_pads(kernel_size: int, stride: int, padding: int) -> tuple[int, int]:
@@ -289,12 +331,15 @@ TRANSPOSE_FORMULATIONS = {"phases": conv_transpose_phases, "direct": conv_transp
                           "adjoint": conv_transpose_adjoint}
 
 
-# "phases": XLA's convolutions, the decoder split by output phase (measured best on an H100,
-# and on XLA:CPU with its YNNPACK fusion off for one update per call: BENCHMARKS.md).
+# "phases": XLA's convolutions, the decoder split by output phase (measured best on an H100).
+# "phase_grads": the same, with the strided convolutions' input gradients split by output phase
+# too (XLA:CPU with its YNNPACK fusion off, one update per call: the encoder's forward and
+# backward 2.1× faster, BENCHMARKS.md). Unmeasured on a GPU.
 # "gemm": gradients as matrix multiplies, the decoder as the adjoint of a strided convolution:
 # no backward convolution for XLA:CPU's naive loop emitter inside a lax.scan (44× faster
 # there). Unmeasured on a GPU.
 FORMULATIONS = {"phases": Formulation(conv_lax, conv_transpose_phases),
+                "phase_grads": Formulation(conv_phase_grads, conv_transpose_phases),
                 "gemm": Formulation(conv_gemm_grads, conv_transpose_adjoint)}
 
 
@@ -302,7 +347,7 @@ def formulation_for(backend: str, scanned: bool = False) -> str:
     """The name in FORMULATIONS to use on a jax backend ("cpu", "gpu", "tpu", ...), for
     programs that run the networks inside a loop (`scanned`) or not."""
     if backend == "cpu":
-        return "gemm" if scanned else "phases"
+        return "gemm" if scanned else "phase_grads"
     if backend in ("gpu", "cuda", "rocm", "tpu"):
         return "phases"
     raise ValueError(f"unknown backend {backend!r}")

@@ -43,7 +43,8 @@ def random_inputs(shape_x, shape_k, seed=0):
 
 
 @pytest.mark.parametrize("formulation",
-                         ["conv_as_gemm", "conv_canonical", "conv_gemm_grads"])
+                         ["conv_as_gemm", "conv_canonical", "conv_gemm_grads",
+                          "conv_phase_grads"])
 @pytest.mark.parametrize("kernel_size,stride,pad,size", CONV_LAYERS)
 def test_convolution_formulations_match_xla(formulation, kernel_size, stride, pad, size):
     x, kernel, kg = random_inputs((2, size, size, 3), (kernel_size, kernel_size, 3, 4))
@@ -92,9 +93,9 @@ def test_transposed_formulations_match_the_definition(formulation, kernel_size, 
 def test_formulation_for_keeps_the_accelerator_default():
     assert convs.formulation_for("gpu") == convs.formulation_for("tpu") == "phases"
     assert convs.formulation_for("gpu", scanned=True) == "phases"
-    assert convs.formulation_for("cpu") == "phases"
+    assert convs.formulation_for("cpu") == "phase_grads"
     assert convs.formulation_for("cpu", scanned=True) == "gemm"
-    assert set(convs.FORMULATIONS) == {"phases", "gemm"}
+    assert set(convs.FORMULATIONS) == {"phases", "phase_grads", "gemm"}
     with pytest.raises(ValueError, match="backend"):
         convs.formulation_for("abacus")
 

@@ -3,6 +3,7 @@
     python -m experiments.bench [--batch-sac 256] [--batch-latent 32] [--iters 50]
                                 [--warmup 3] [--scan K] [--dtype float32|bfloat16]
                                 [--seeds N [--seed-conv grouped|loop|patches] | --devices N|all]
+                                [--formulation phases|phase_grads|gemm]
 
 Each timed call is one jitted, state-donating dispatch of K updates (`--scan K`) that samples
 its own batches from a device replay, exactly as training does; times are per update: the
@@ -14,6 +15,8 @@ table, then one JSON object as the last line.
 update is then one step of all N, and `seeds_cost_ratio` compares it with one agent's update.
 `--seed-conv` picks how the N seeds' convolutions are computed (`steps.make_steps`).
 `--devices N` splits each sampled batch over N local devices (state and replay replicated).
+`--formulation` computes the convolutions another way than the backend's default
+(`slacjax.convolutions.FORMULATIONS`), to compare them on one machine.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slacjax import parallel
+from slacjax import convolutions, parallel
 from slacjax import replay as replay_lib
 from slacjax import steps as steps_lib
 from slacjax.config import DEFAULT_SEED_CONV, SEED_CONVS, AgentConfig
@@ -109,7 +112,8 @@ def programs_for(args, cfg: AgentConfig, num_seeds: int):
     """-> (the mesh or None, `steps.make_steps`' programs) of the chosen layout."""
     mesh = parallel.make_mesh(args.devices) if args.devices > 1 else None
     seed_conv = args.seed_conv or DEFAULT_SEED_CONV
-    return mesh, steps_lib.make_steps(cfg, args.action_dim, num_seeds, mesh, seed_conv)
+    return mesh, steps_lib.make_steps(cfg, args.action_dim, num_seeds, mesh, seed_conv,
+                                      args.formulation)
 
 
 def setup(args, cfg: AgentConfig, key: jax.Array, num_seeds: int | None = None):
@@ -168,6 +172,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"(default {DEFAULT_SEED_CONV})")
     parser.add_argument("--devices", default="1", metavar="N|all",
                         help="local devices each sampled batch is split over")
+    parser.add_argument("--formulation", choices=tuple(convolutions.FORMULATIONS), default=None,
+                        help="convolution formulation for every program (default: the "
+                             "backend's, named in the output's conv_formulation)")
     args = parser.parse_args(argv)
     for name in ("batch_sac", "batch_latent", "iters", "warmup", "scan", "action_dim", "seeds"):
         if getattr(args, name) <= 0:
@@ -181,6 +188,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--seed-conv needs --seeds N > 1")
     if args.seeds > 1 and args.seed_conv is None:
         args.seed_conv = DEFAULT_SEED_CONV
+    if args.formulation is not None and args.seeds > 1 and args.seed_conv != "grouped":
+        parser.error("--formulation applies to one agent or to --seed-conv grouped")
     for size, what in ((args.batch_sac, "--batch-sac"), (args.batch_latent, "--batch-latent")):
         if size % args.devices:
             parser.error(f"{what} {size} does not split over {args.devices} devices")

@@ -78,6 +78,10 @@ for name in ${STEPS:-run profile_latent bench_seeds5_loop bench_fp32_k10}; do
     bench_fp32_k1) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 1 ;;
     bench_fp32_k10) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 10 ;;
     bench_fp32_k100) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 100 --iters 3 ;;
+    bench_k1_phase_grads) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 1 \
+                            --formulation phase_grads ;;
+    bench_k1_gemm) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 1 \
+                     --formulation gemm ;;
     bench_bf16_k10) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 10 --dtype bfloat16 ;;
     bench_seeds5_*) step "$name" 240 python3 -m experiments.bench "${seed_sizes[@]}" --seeds 5 \
                       --seed-conv "${name#bench_seeds5_}" ;;

@@ -59,10 +59,14 @@ class Steps:
 
 
 def make_steps(cfg: AgentConfig, action_dim: int, num_seeds: int = 1, mesh: Mesh | None = None,
-               seed_conv: str = DEFAULT_SEED_CONV) -> Steps:
+               seed_conv: str = DEFAULT_SEED_CONV, formulation: str | None = None) -> Steps:
     """The programs for N = `num_seeds` agents; a `mesh` (N = 1 only) splits each sampled batch
-    over its devices. Built once per distinct arguments (cached)."""
+    over its devices. `formulation` (`convolutions.FORMULATIONS`) overrides the backend's
+    choice for every program (to measure one). Built once per distinct arguments (cached)."""
     networks.check_seed_conv(seed_conv)
+    if formulation is not None and formulation not in convolutions.FORMULATIONS:
+        raise ValueError(f"formulation must be one of {', '.join(convolutions.FORMULATIONS)}, "
+                         f"got {formulation!r}")
     if num_seeds < 1:
         raise ValueError(f"num_seeds must be positive, got {num_seeds}")
     if mesh is not None:
@@ -73,7 +77,7 @@ def make_steps(cfg: AgentConfig, action_dim: int, num_seeds: int = 1, mesh: Mesh
         parallel.check_divisible(cfg, mesh, latent_only=True)
     if num_seeds == 1:
         seed_conv = networks.PLAIN_CONV  # one agent's convolutions are never batched
-    return _build(cfg, action_dim, num_seeds, mesh, seed_conv)
+    return _build(cfg, action_dim, num_seeds, mesh, seed_conv, formulation)
 
 
 def _squeeze(tree):
@@ -94,12 +98,12 @@ def _seedwise(fun: Callable, num_seeds: int) -> Callable:
 
 @functools.lru_cache(maxsize=None)
 def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
-           seed_conv: str) -> Steps:
+           seed_conv: str, formulation: str | None) -> Steps:
     placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
     backend = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
     nets, scanned_nets = (
         networks.build(cfg, action_dim, seed_conv,
-                       convolutions.formulation_for(backend, scanned=scanned))
+                       formulation or convolutions.formulation_for(backend, scanned=scanned))
         for scanned in (False, True))
     # The programs that run the networks, compiled with the backend's convolution options.
     jit_networks = functools.partial(

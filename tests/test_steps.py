@@ -61,3 +61,11 @@ def test_reconstruct_gives_truth_posterior_and_prior_per_seed():
 def test_the_factory_refuses_a_seed_count_below_one():
     with pytest.raises(ValueError, match="num_seeds must be positive"):
         make_steps(SMALL, ACTION_DIM, 0)
+
+
+def test_the_factory_refuses_an_unknown_formulation_and_names_the_chosen_one():
+    with pytest.raises(ValueError, match="formulation must be one of phases, phase_grads, gemm"):
+        make_steps(SMALL, ACTION_DIM, formulation="winograd")
+    chosen = make_steps(SMALL, ACTION_DIM, formulation="gemm")
+    assert chosen.conv_formulation(1) == chosen.conv_formulation(4) == "gemm"
+    assert make_steps(SMALL, ACTION_DIM).conv_formulation(1) == "phase_grads"  # this CPU's

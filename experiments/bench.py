@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slacjax import convolutions, parallel
+from slacjax import convolutions, networks, parallel
 from slacjax import replay as replay_lib
 from slacjax import steps as steps_lib
 from slacjax.config import DEFAULT_SEED_CONV, SEED_CONVS, AgentConfig
@@ -188,8 +188,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--seed-conv needs --seeds N > 1")
     if args.seeds > 1 and args.seed_conv is None:
         args.seed_conv = DEFAULT_SEED_CONV
-    if args.formulation is not None and args.seeds > 1 and args.seed_conv != "grouped":
-        parser.error("--formulation applies to one agent or to --seed-conv grouped")
+    if args.formulation is not None and args.seeds > 1 and args.seed_conv != networks.PLAIN_CONV:
+        parser.error(f"--formulation applies to one agent or to --seed-conv {networks.PLAIN_CONV}")
     for size, what in ((args.batch_sac, "--batch-sac"), (args.batch_latent, "--batch-latent")):
         if size % args.devices:
             parser.error(f"{what} {size} does not split over {args.devices} devices")

@@ -85,9 +85,9 @@ for name in ${STEPS:-run profile_latent bench_seeds5_loop bench_fp32_k10}; do
     bench_bf16_k10) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 10 --dtype bfloat16 ;;
     bench_seeds5_*) step "$name" 240 python3 -m experiments.bench "${seed_sizes[@]}" --seeds 5 \
                       --seed-conv "${name#bench_seeds5_}" ;;
-    profile_latent) step "$name" 90 python3 -m experiments.profile_update --what latent \
+    profile_latent) step "$name" 90 python3 -m benchmarks.profile_update --what latent \
                       "${profile_sizes[@]}" ;;
-    profile_fused) step "$name" 120 python3 -m experiments.profile_update --what fused \
+    profile_fused) step "$name" 120 python3 -m benchmarks.profile_update --what fused \
                      "${profile_sizes[@]}" ;;
     bench_env_default) step "$name" 60 python3 -m experiments.bench_env task=cheetah_run \
                          steps=$env_steps render_quality=default ;;

@@ -48,6 +48,10 @@ class Run:
     action_repeat: int
     seed: int
     evals: dict[int, dict]
+    torn: logger.TornLine | None = None  # a half-written last line of its metrics, skipped
+    # Who trained it: config.yaml's `implementation` (the PyTorch port's driver,
+    # benchmarks/peer_learning.py, writes one), else slacjax.
+    implementation: str = "slacjax"
 
     def returns(self, policy: str, steps) -> np.ndarray:
         return np.array([self.evals[step][f"return_{policy}"] for step in steps], dtype=float)
@@ -69,11 +73,15 @@ def _load_run(metrics_dir: pathlib.Path, config: dict, seed: int) -> Run:
         repeat = config.get("action_repeat") or tasks.get_task(task).action_repeat
     except ValueError as error:
         raise ReportError(f"{metrics_dir}: {str(error).splitlines()[0]}") from None
-    evals = {int(row["env_step"]): row for row in logger.read_rows(metrics_dir)
-             if row.get("phase") == "eval"}
+    try:
+        metrics = logger.read_metrics(metrics_dir)
+    except logger.MetricsError as error:
+        raise ReportError(str(error)) from None
+    evals = {int(row["env_step"]): row for row in metrics.rows if row.get("phase") == "eval"}
     if not evals:
         raise ReportError(f"no evaluation in {metrics_dir / logger.METRICS_FILE}")
-    return Run(metrics_dir, task, int(repeat), seed, dict(sorted(evals.items())))
+    return Run(metrics_dir, task, int(repeat), seed, dict(sorted(evals.items())), metrics.torn,
+               str(config.get("implementation", "slacjax")))
 
 
 def _runs_of(run_dir: pathlib.Path) -> list[Run]:
@@ -125,12 +133,27 @@ def sweep_run_dirs(sweep_dir: pathlib.Path) -> list[pathlib.Path]:
     return run_dirs
 
 
+EXPECTED = ("a run dir (config.yaml with metrics.jsonl or seed<k>/metrics.jsonl), a folder "
+            "of run dirs or a sweep dir (multirun.yaml)")
+
+
+def not_a_folder(path: pathlib.Path) -> str:
+    """What is wrong with a PATH argument that is no folder, and what the report expects."""
+    if not path.exists():
+        return f"{path} does not exist; expected {EXPECTED}"
+    folder = path.parent
+    of_a_run = path.name in (logger.METRICS_FILE, CONFIG_FILE, MULTIRUN_FILE) and (
+        _is_run_dir(folder) or (folder / MULTIRUN_FILE).exists())
+    return f"{path} is a file; expected {EXPECTED}" + (
+        f": its folder {folder} is one" if of_a_run else "")
+
+
 def find_runs(paths: list[pathlib.Path]) -> list[Run]:
     """Every seed's run below `paths` (each run dir once)."""
     run_dirs = []
     for path in paths:
         if not path.is_dir():
-            raise ReportError(f"no such folder: {path}")
+            raise ReportError(not_a_folder(path))
         for folder, subfolders, _ in os.walk(path):
             folder = pathlib.Path(folder)
             subfolders.sort()
@@ -153,6 +176,11 @@ def by_task(runs: list[Run]) -> dict[str, list[Run]]:
     for run in sorted(runs, key=lambda run: (run.task, run.seed, str(run.path))):
         grouped.setdefault(run.task, []).append(run)
     for task, task_runs in grouped.items():
+        implementations = sorted({run.implementation for run in task_runs})
+        if len(implementations) > 1:
+            raise ReportError(f"{task}: runs of {' and '.join(implementations)} (e.g. "
+                              f"{task_runs[0].path}) are not seeds of one run; report each "
+                              "implementation separately")
         repeats = sorted({run.action_repeat for run in task_runs})
         if len(repeats) > 1:
             raise ReportError(f"{task}: runs with action repeats {repeats} (e.g. "
@@ -263,7 +291,7 @@ def draw_task(axis, task: str, task_runs: list[Run]) -> bool:
     for policy, style in zip(POLICIES, ("-", ":")):
         steps, mean, low, high = curve(task_runs, policy)
         axis.plot(steps, mean, style, zorder=3, **_marker(len(steps)),
-                  label=f"slacjax {policy} (mean over seeds, 95% CI)")
+                  label=f"{task_runs[0].implementation} {policy} (mean over seeds, 95% CI)")
         axis.fill_between(steps, low, high, alpha=0.2, zorder=2, linewidth=0)
     seeds = len(task_runs)
     axis.set_title(f"{task} (action repeat {task_runs[0].action_repeat}, {seeds} "
@@ -408,7 +436,8 @@ def markdown(paths, grouped, overlay, hours, results) -> str:
              f"`python -m experiments.report {' '.join(map(str, paths))}`: "
              f"{sum(map(len, grouped.values()))} runs of {len(grouped)} tasks. Returns are "
              "evaluation returns (mean over each evaluation's episodes); intervals are 95% "
-             "percentile bootstrap intervals of the mean over seeds (10,000 resamples). "
+             "percentile bootstrap intervals of the mean over seeds (10,000 resamples), "
+             "within the seeds' observed range. "
              f"SLAC paper: the authors' result files ({source}), per task the decoder variance "
              "their figures show, stochastic evaluation policy.", "",
              "| task | action repeat (paper's) | seeds | last env step all seeds reached "
@@ -459,8 +488,13 @@ def markdown(paths, grouped, overlay, hours, results) -> str:
 
 
 def report(paths: list[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
-    """Writes `out/report.md` and its figures -> the report's path."""
-    grouped = by_task(find_runs(paths))
+    """Writes `out/report.md` and its figures -> the report's path. Says which half-written
+    last lines of metrics files it skipped (what a kill during a row write leaves)."""
+    runs = find_runs(paths)
+    for run in runs:
+        if run.torn is not None:
+            print(f"skipped {run.torn}", file=sys.stderr)
+    grouped = by_task(runs)
     out.mkdir(parents=True, exist_ok=True)
     overlay = curves_figure(grouped, out)
     curves_table(grouped, out)

@@ -5,9 +5,10 @@ step: the end of collection, of pretraining, an interrupt), and each one's meta 
 step. orbax writes each into a temporary directory and renames it when complete; the last
 `keep` are kept. Then `FILES` records every file's size and CRC-32: orbax restores a truncated
 or altered file without a word in some cases (a cut tail, a flipped byte), so a restore checks
-them first. `restore_newest` falls back past damaged checkpoints, moving each to
-`<number>.corrupt` (which orbax does not list). A failed save removes its partial files and
-raises `CheckpointWriteError`, one line with the OS error and the free space.
+them first and names what differs (missing, empty, shorter, grown, content).
+`restore_newest` falls back past damaged checkpoints, moving each to `<number>.corrupt` (which
+orbax does not list). A failed save removes its partial files and raises
+`CheckpointWriteError`, one line with the OS error and the free space.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
 FILES = "slacjax_files.json"  # inside each checkpoint: {relative path: [size, crc32]}
+META_FILE = "meta/metadata"  # inside each checkpoint: orbax's file of the JSON item `meta`
 DAMAGED_SUFFIX = ".corrupt"
 _PARTIAL_MARK = ".orbax-checkpoint-tmp"  # in the names of orbax's unfinished directories
 _CHUNK = 1 << 22
@@ -143,26 +145,70 @@ def _file_sums(directory: pathlib.Path) -> dict[str, list[int]]:
     return sums
 
 
+def _file_damage(relative: str, recorded: list[int], found: list[int] | None) -> str | None:
+    """How one file differs from its record [size, crc32] -> None if it does not."""
+    size, crc = recorded
+    if found is None:
+        return f"file {relative} is missing"
+    if found[0] == 0 < size:
+        return f"file {relative} is empty ({size} bytes recorded)"
+    # Shorter is not called truncated: a file overwritten with fewer other bytes is shorter too.
+    if found[0] < size:
+        return f"file {relative} is shorter than recorded ({found[0]} of {size} bytes)"
+    if found[0] > size:
+        return f"file {relative} has grown ({found[0]} bytes, {size} recorded)"
+    if found[1] != crc:
+        return f"file {relative}: content differs (same size, another CRC-32)"
+    return None
+
+
 def damage(directory: pathlib.Path) -> str | None:
-    """Why the checkpoint in `directory` differs from its `FILES` record -> None if it does not
-    (or has no record: written before records existed, or killed between rename and record)."""
+    """Why the checkpoint in `directory` differs from its `FILES` record (the first file that
+    does, and how many others) -> None if it does not, or if it has no record (written before
+    records existed, or killed between rename and record) but some files."""
     try:
-        recorded = json.loads((directory / FILES).read_text())
+        text = (directory / FILES).read_text()
     except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return f"unreadable {FILES}"
+        return "its folder is empty" if not any(directory.rglob("*")) else None
+    except OSError as error:
+        return f"{FILES} is unreadable ({os_error_of(error)})"
+    if not text:
+        sizes = [path.stat().st_size for path in directory.rglob("*") if path.is_file()]
+        return "every file in it is empty" if not any(sizes) else f"{FILES} is empty"
+    try:
+        recorded = json.loads(text)
+    except ValueError:
+        return f"{FILES} is unreadable (not JSON)"
     try:
         found = _file_sums(directory)
     except OSError as error:  # a disk error, or a file that is not ours to read
         return f"file {error.filename} is unreadable ({os_error_of(error)})"
-    for relative, (size, crc) in recorded.items():
-        if relative not in found:
-            return f"file {relative} is missing"
-        if found[relative][0] < size:
-            return f"file {relative} is truncated ({found[relative][0]} of {size} bytes)"
-        if found[relative] != [size, crc]:
-            return f"file {relative} was altered (size or checksum differs)"
+    problems = [problem for relative, sums in recorded.items()
+                if (problem := _file_damage(relative, sums, found.get(relative)))]
+    if not problems:
+        return None
+    others = len(problems) - 1
+    return problems[0] + (f"; {others} other file{'s' * (others > 1)} too" if others else "")
+
+
+def meta_damage(directory: pathlib.Path) -> str | None:
+    """Why the meta file of the checkpoint in `directory` does not read -> None if it is JSON
+    (for checkpoints without a `FILES` record, which `damage` cannot check)."""
+    path = directory / META_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return f"{META_FILE} is missing"
+    except UnicodeDecodeError:
+        return f"{META_FILE} is unreadable (not UTF-8 text)"
+    except OSError as error:
+        return f"{META_FILE} is unreadable ({os_error_of(error)})"
+    if not text:
+        return f"{META_FILE} is empty"
+    try:
+        json.loads(text)
+    except ValueError:
+        return f"{META_FILE} is unreadable (not JSON)"
     return None
 
 
@@ -308,9 +354,10 @@ class Checkpoints:
         None if there is none.
 
         `abstract_for(meta)` -> (abstract state, abstract replay or None); what it raises
-        propagates. A damaged checkpoint (a file missing, truncated or altered; unreadable
-        meta; for one without a `FILES` record, any read error) is skipped with one line
-        through `say` and moved to `<number>.corrupt` (left in place when read-only).
+        propagates. A damaged checkpoint (a file missing, empty, shorter or longer than
+        recorded, or of its size with another CRC-32; an empty folder; a meta file missing,
+        empty or not JSON; for one without a `FILES` record, any read error) is skipped with
+        one line through `say` and moved to `<number>.corrupt` (left in place when read-only).
         An intact one that does not restore (another shape) raises CheckpointError.
         """
         for number in reversed(self.numbers()):
@@ -320,7 +367,7 @@ class Checkpoints:
                 try:
                     meta = self.meta(number)
                 except CheckpointError:
-                    why = "unreadable meta"
+                    why = meta_damage(path) or "unreadable meta"
             if why is None:
                 restored, failure = self._read(number, *abstract_for(meta))
                 if failure is None:

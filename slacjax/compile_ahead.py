@@ -33,10 +33,11 @@ class AheadOfTime:
         if name in self.programs:
             self.programs[name][0].result()
 
-    def running(self) -> str | None:
-        """'the <name> step's compile (12 s so far)' for a warm-up in progress, else None."""
+    def running(self, names=None) -> str | None:
+        """'the background compile of the <name> step (12 s so far)' for a warm-up in
+        progress (among `names`, default all), else None."""
         for name, (future, started) in self.programs.items():
-            if future.running():
+            if future.running() and (names is None or name in names):
                 seconds = time.monotonic() - started
                 return f"the background compile of the {name} step ({seconds:.0f} s so far)"
         return None

@@ -160,6 +160,9 @@ class TrainConfig:
     # loop ~10x slower), 100 on an accelerator.
     pretrain_updates_per_dispatch: typing.Optional[int] = None
     updates_per_step: int = 1
+    # Agent steps per fused update in training: 2 = one update on every other agent step
+    # (half the updates per env step, for small compute budgets: preset=cpu).
+    update_every: int = 1
     eval_every: int = 10_000  # env steps
     eval_episodes: int = 10  # per policy: stochastic and greedy each
     # Evaluation episodes run this many at a time, each env in a worker process, one batched
@@ -181,9 +184,9 @@ class TrainConfig:
     def __post_init__(self):
         get_task(self.task)
         positive = ("seeds", "env_steps", "collect_env_steps", "replay_capacity",
-                    "updates_per_step", "eval_every", "eval_episodes", "log_every",
-                    "pretrain_log_every", "checkpoint_every", "pretrain_checkpoint_every",
-                    "keep_checkpoints")
+                    "updates_per_step", "update_every", "eval_every", "eval_episodes",
+                    "log_every", "pretrain_log_every", "checkpoint_every",
+                    "pretrain_checkpoint_every", "keep_checkpoints")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

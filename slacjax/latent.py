@@ -151,11 +151,14 @@ def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig, nets
     reward_mean, reward_std = reward_distribution(params, rollout, batch.actions, nets)
     reward_ll = dist.log_prob(batch.rewards[..., None], reward_mean[..., None],
                               reward_std[..., None])
-    reward_ll = (reward_ll * reward_mask(batch.terminals)).sum(1)
+    mask = reward_mask(batch.terminals)
+    reward_ll = (reward_ll * mask).sum(1)
+    # The reward head's error in reward units: what its NLL hides behind the learned scale.
+    reward_mse = jnp.sum(jnp.square(reward_mean - batch.rewards) * mask) / jnp.sum(mask)
 
     loss = jnp.mean(kl - image_ll - reward_ll)
     metrics = {"latent_loss": loss, "kl": kl.mean(), "image_nll": -image_ll.mean(),
-               "reward_nll": -reward_ll.mean()}
+               "reward_nll": -reward_ll.mean(), "reward_mse": reward_mse}
     return loss, (metrics, features)
 
 

@@ -1,12 +1,18 @@
 """Where a run's numbers go: a JSONL file in the run dir always, wandb when enabled, a progress bar.
 
-One row per log interval (and one per evaluation). Rows are flat dicts of JSON scalars; the
-`phase` key says which phase wrote them (collect / pretrain / train / eval). wandb is imported
-only when enabled, so a run works where it is absent.
+One row per log interval (and one per evaluation). Rows are flat dicts of JSON scalars (an
+evaluation row also holds its episodes' returns as lists); the `phase` key says which phase
+wrote them (collect / pretrain / train / eval). wandb is imported only when enabled, so a run
+works where it is absent.
+
+A row is complete once its newline is written: each is appended with one `write` of the whole
+line, so a kill or a full disk can leave at most a torn last line (no newline), which readers
+skip and a resume drops. A bad line anywhere else is an error naming the file and line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,13 +25,88 @@ from tqdm import tqdm
 METRICS_FILE = "metrics.jsonl"
 
 
-def read_rows(run_dir: pathlib.Path) -> list[dict]:
-    """Every row logged in `run_dir` so far (none if nothing was logged)."""
+class MetricsError(ValueError):
+    """A complete line of a metrics file that is not a row: names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TornLine:
+    """The last line of a metrics file when it has no newline: a row write cut off."""
+
+    path: pathlib.Path
+    line: int  # 1-based
+    size: int  # bytes
+
+    def __str__(self) -> str:
+        return (f"{self.path}:{self.line}, a half-written last line ({self.size} bytes: a row "
+                "write cut off by a kill or a full disk)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    """A metrics file read: its rows and their lines' bytes (newline included), in order, and
+    its torn last line if it has one."""
+
+    rows: list[dict]
+    lines: list[bytes]
+    torn: TornLine | None
+
+
+def parse_metrics(data: bytes, path: pathlib.Path) -> Metrics:
+    """A metrics file's bytes -> its rows (blank lines skipped) and its torn last line.
+
+    Raises MetricsError for a complete line that is not a JSON object."""
+    pieces = data.split(b"\n")
+    # split leaves the text after the last newline last: empty unless the last write was cut.
+    complete, rest = pieces[:-1], pieces[-1]
+    torn = TornLine(path, len(complete) + 1, len(rest)) if rest else None
+    rows, lines = [], []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise MetricsError(f"{path}:{number}: not a JSON row ({error.msg}: column "
+                               f"{error.colno})") from None
+        except UnicodeDecodeError:
+            raise MetricsError(f"{path}:{number}: not a JSON row (not UTF-8 text)") from None
+        if not isinstance(row, dict):
+            raise MetricsError(f"{path}:{number}: not a JSON object but {type(row).__name__}")
+        rows.append(row)
+        lines.append(line + b"\n")
+    return Metrics(rows, lines, torn)
+
+
+def read_metrics(run_dir: pathlib.Path) -> Metrics:
+    """`run_dir`'s metrics file read (nothing if there is none); see parse_metrics."""
     path = pathlib.Path(run_dir) / METRICS_FILE
     if not path.exists():
-        return []
-    with path.open() as file:
-        return [json.loads(line) for line in file if line.strip()]
+        return Metrics([], [], None)
+    return parse_metrics(path.read_bytes(), path)
+
+
+def read_rows(run_dir: pathlib.Path) -> list[dict]:
+    """Every complete row logged in `run_dir` so far (a torn last line skipped; none if
+    nothing was logged). Raises MetricsError for a bad line elsewhere."""
+    return read_metrics(run_dir).rows
+
+
+def append_line(path: pathlib.Path, data: bytes) -> None:
+    """Appends `data` (one whole line) to `path` in one `write`, so that a reader sees the
+    row whole or not at all; a write that fails part way (a full disk) is undone."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # a short write: the disk filled up meanwhile
+                written += os.write(fd, data[written:])
+        except OSError:
+            os.ftruncate(fd, start)  # no torn line from this error (a kill can still leave one)
+            raise
+    finally:
+        os.close(fd)
 
 
 def _json_value(value):
@@ -36,7 +117,8 @@ def _json_value(value):
 
 
 class MetricsLog:
-    """Appends rows to `<run_dir>/metrics.jsonl` (flushed per row) and mirrors them to wandb."""
+    """Appends rows to `<run_dir>/metrics.jsonl` (one `write` per row, nothing buffered) and
+    mirrors them to wandb."""
 
     def __init__(self, run_dir: pathlib.Path, wandb_run=None):
         self.path = pathlib.Path(run_dir) / METRICS_FILE
@@ -44,23 +126,26 @@ class MetricsLog:
         self.wandb_run = wandb_run
 
     def truncate(self, num_rows: int) -> None:
-        """Keeps the first `num_rows` rows: what a resumed run redoes must not appear twice."""
-        rows = read_rows(self.path.parent)[:num_rows]
+        """Keeps the first `num_rows` rows: what a resumed run redoes must not appear twice. A
+        torn last line is dropped, with one line saying so."""
+        metrics = read_metrics(self.path.parent)
+        if metrics.torn is not None:
+            print(f"dropped {metrics.torn}", flush=True)
+        lines = metrics.lines[:num_rows]
         temporary = self.path.with_suffix(".tmp")
-        with temporary.open("w") as file:
-            file.writelines(json.dumps(row) + "\n" for row in rows)
+        temporary.write_bytes(b"".join(lines))
         os.replace(temporary, self.path)
-        self.rows_written = len(rows)
+        self.rows_written = len(lines)
 
     def write(self, row: dict) -> None:
         row = {key: _json_value(value) for key, value in row.items()}
-        with self.path.open("a") as file:
-            file.write(json.dumps(row) + "\n")
+        append_line(self.path, (json.dumps(row) + "\n").encode())
         self.rows_written += 1
         if self.wandb_run is not None:
+            # Scalars only: an evaluation's per-episode lists stay in the file.
             self.wandb_run.log({f"{row['phase']}/{key}" if key not in ("env_step", "phase")
                                 else key: value for key, value in row.items()
-                                if key != "phase"})
+                                if key != "phase" and not isinstance(value, list)})
 
     def close(self) -> None:
         if self.wandb_run is not None:

@@ -1,5 +1,5 @@
-"""Pictures of a run: the learning curve (beside the SLAC paper's) and the paper's
-reconstruction / imagination figure.
+"""Pictures of a run: the learning curve (beside the SLAC paper's), the training diagnostics
+(entropy, α, Q, reward error) and the paper's reconstruction / imagination figure.
 
 Files are written to a temporary name and renamed, so a viewer never sees half a picture.
 """
@@ -12,17 +12,25 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
+# imageio-ffmpeg starts ffmpeg with `preexec_fn=os.setpgrp` (to keep a Ctrl-C meant for Python
+# from killing it), which runs Python in a child forked from this multithreaded process: JAX
+# warns "os.fork() was called ... deadlock", and rightly. Its documented switch turns that off,
+# so ffmpeg starts by vfork + exec with no Python in the child; a Ctrl-C then stops ffmpeg
+# along with the process, which loses only the video being written (a temporary file).
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 import imageio.v3 as iio  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from slacjax import reference  # noqa: E402
+from slacjax import reference, stats, tasks  # noqa: E402
 
 STRIP_ROWS = ("ground truth", "posterior", "prior (imagined)")
-
-
 POLICIES = ("stochastic", "greedy")
+# What a learning curve's band is, in its legend.
+BAND_CI = "95% bootstrap CI"
+BAND_STD = "± std"
+BAND_MIXED = "95% bootstrap CI; ± std where episode returns were not logged"
 
 
 def steps_label(step: float) -> str:
@@ -47,8 +55,8 @@ def save(figure, path: pathlib.Path) -> None:
 
 def draw_reference(axis, task: str | None, last_env_step: float, band: str = "std") -> bool:
     """The paper's curve of `task` up to `last_env_step` on `axis`: its mean and a band of
-    ± one standard deviation across its seeds (`band="std"`) or its 95% bootstrap interval
-    (`band="ci"`). -> whether there was one to draw."""
+    ± one standard deviation across its seeds within their [min, max] (`band="std"`) or its
+    95% bootstrap interval (`band="ci"`). -> whether there was one to draw."""
     curve = reference.curve(task) if task else None
     if curve is None or last_env_step <= curve.env_step[0]:
         return False
@@ -56,7 +64,8 @@ def draw_reference(axis, task: str | None, last_env_step: float, band: str = "st
     shown = curve.env_step < last_env_step
     steps = np.append(curve.env_step[shown], min(last_env_step, curve.env_step[-1]))
     if band == "std":
-        low, high = curve.mean - curve.std, curve.mean + curve.std
+        low, high = stats.within(curve.mean - curve.std, curve.mean + curve.std, curve.min,
+                                 curve.max)
         spread = "± std"
     else:
         low, high = curve.ci_low, curve.ci_high
@@ -70,16 +79,54 @@ def draw_reference(axis, task: str | None, last_env_step: float, band: str = "st
     return True
 
 
+def return_bounds(task: str | None) -> tuple[float, float]:
+    """Where `task`'s episode returns are known to lie (nowhere in particular without one)."""
+    return tasks.get_task(task).return_range if task else (-np.inf, np.inf)
+
+
+def episodes_band(evals: list[dict], policy: str,
+                  bounds: tuple[float, float] = (-np.inf, np.inf)):
+    """`policy`'s return at each evaluation row and the band around it: the 95% bootstrap
+    interval of the mean over the row's episodes (`returns_<policy>`), within their observed
+    [min, max]; for a row that logged only the mean and std (rows written before the episodes'
+    returns were), mean ± std clipped to `bounds` (the task's known range).
+
+    evals: S rows -> (mean [S], low [S], high [S], the band's name for a legend).
+    """
+    means = np.array([row[f"return_{policy}"] for row in evals], dtype=float)
+    low, high = np.empty_like(means), np.empty_like(means)
+    kinds = set()
+    for index, row in enumerate(evals):
+        episodes = row.get(f"returns_{policy}")
+        if episodes:
+            low[index], high[index] = stats.bootstrap_mean_ci(np.asarray(episodes, float))
+            kinds.add(BAND_CI)
+        else:
+            low[index], high[index] = stats.std_band(means[index], row[f"return_{policy}_std"],
+                                                     *bounds)
+            kinds.add(BAND_STD)
+    name = BAND_MIXED if len(kinds) > 1 else next(iter(kinds), BAND_CI)
+    return means, low, high, name
+
+
+def seeds_band(returns: np.ndarray):
+    """returns [seeds, S] (each seed's mean return per evaluation) -> (mean [S], low [S],
+    high [S]): the 95% bootstrap interval of the mean across seeds, within the seeds'
+    [min, max]."""
+    returns = np.asarray(returns, dtype=float)
+    low, high = stats.bootstrap_mean_ci(returns)
+    return returns.mean(axis=0), low, high
+
+
 def _curves(series: dict, path: pathlib.Path, title: str, task: str | None) -> None:
-    """{label: (env steps, means, stds)} as lines with ± std bands beside the paper's curve of
-    `task`, written to `path`."""
+    """{label: (env steps [S], mean [S], low [S], high [S])} as lines with bands beside the
+    paper's curve of `task`, written to `path`."""
     figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    last = max((max(steps) for steps, _, _ in series.values() if len(steps)), default=0)
+    last = max((max(steps) for steps, *_ in series.values() if len(steps)), default=0)
     draw_reference(axis, task, last)
-    for label, (steps, means, stds) in series.items():
-        means, stds = np.asarray(means, dtype=float), np.asarray(stds, dtype=float)
-        axis.plot(steps, means, marker="o", markersize=3, label=label, zorder=3)
-        axis.fill_between(steps, means - stds, means + stds, alpha=0.2, zorder=2)
+    for label, (steps, mean, low, high) in series.items():
+        axis.plot(steps, mean, marker="o", markersize=3, label=label, zorder=3)
+        axis.fill_between(steps, low, high, alpha=0.2, zorder=2)
     env_step_axis(axis)
     axis.set_ylabel("episode return")
     axis.set_title(title)
@@ -91,22 +138,25 @@ def _curves(series: dict, path: pathlib.Path, title: str, task: str | None) -> N
 
 def learning_curve(rows: list[dict], path: pathlib.Path, title: str,
                    task: str | None = None) -> None:
-    """Evaluation returns (stochastic and greedy, ± std over the episodes) against env steps,
-    from the logged rows, beside the SLAC paper's curve of `task` (mean ± std over its seeds)
-    where the package has one."""
+    """Evaluation returns (stochastic and greedy: the mean over the episodes with the 95%
+    bootstrap interval of that mean, see `episodes_band`) against env steps, from the logged
+    rows, beside the SLAC paper's curve of `task` (mean ± std over its seeds) where the
+    package has one."""
     evals = [row for row in rows if row.get("phase") == "eval"]
     steps = [row["env_step"] for row in evals]
-    _curves({f"{policy} (± std over episodes)":
-             (steps, [row[f"return_{policy}"] for row in evals],
-              [row[f"return_{policy}_std"] for row in evals]) for policy in POLICIES},
-            path, title, task)
+    series = {}
+    for policy in POLICIES:
+        mean, low, high, band = episodes_band(evals, policy, return_bounds(task))
+        series[f"{policy} (mean over episodes, {band})"] = (steps, mean, low, high)
+    _curves(series, path, title, task)
 
 
 def seeds_learning_curve(rows_per_seed: list[list[dict]], path: pathlib.Path,
                          title: str, task: str | None = None) -> None:
-    """The seeds' evaluation returns, mean ± std across seeds, at the env steps where every
-    seed has an evaluation (each seed's return is its mean over its evaluation episodes),
-    beside the SLAC paper's curve of `task` where the package has one."""
+    """The seeds' evaluation returns, their mean with its 95% bootstrap interval across seeds
+    (`seeds_band`), at the env steps where every seed has an evaluation (each seed's return is
+    its mean over its evaluation episodes), beside the SLAC paper's curve of `task` where the
+    package has one."""
     evals = [{row["env_step"]: row for row in rows if row.get("phase") == "eval"}
              for rows in rows_per_seed]
     steps = sorted(set.intersection(*(set(seed_evals) for seed_evals in evals)))
@@ -114,9 +164,78 @@ def seeds_learning_curve(rows_per_seed: list[list[dict]], path: pathlib.Path,
     for policy in POLICIES:
         returns = np.array([[seed_evals[step][f"return_{policy}"] for step in steps]
                             for seed_evals in evals], dtype=float).reshape(len(evals), -1)
-        series[f"{policy} (± std over seeds)"] = (steps, returns.mean(axis=0),
-                                                  returns.std(axis=0))
+        series[f"{policy} (mean over seeds, {BAND_CI})"] = (steps, *seeds_band(returns))
     _curves(series, path, title, task)
+
+
+# The diagnostics figure's panels: (title, y label, {train-row key: line label}).
+DIAGNOSTICS = (
+    ("policy entropy", "nats", {"entropy": "entropy of π (batch mean)"}),
+    ("temperature α", "α", {"alpha": "α"}),
+    ("critic against the observed return", "discounted return",
+     {"q_mean": "Q (batch mean)", "discounted_return": "observed discounted return"}),
+    ("reward head error", "MSE", {"reward_mse": "reward MSE"}),
+)
+
+
+def train_series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """`key` against env steps over the train rows that logged it -> (steps [N], values [N])
+    (N = 0 where none did: rows from before the trainer logged it)."""
+    logged = [row for row in rows if row.get("phase") == "train" and row.get(key) is not None]
+    return (np.array([row["env_step"] for row in logged], dtype=float),
+            np.array([row[key] for row in logged], dtype=float))
+
+
+def uniform_entropy(rows: list[dict]) -> float | None:
+    """The uniform policy's entropy (A·ln 2 over [−1, 1]^A) as the trainer logged it, the
+    most a squashed policy's can be; None where no row says (the action count A is unknown
+    here)."""
+    values = train_series(rows, "entropy_uniform")[1]
+    return float(values[-1]) if values.size else None
+
+
+def _diagnostic_panel(axis, rows: list[dict], title: str, unit: str, lines: dict) -> None:
+    """One panel of `diagnostics`: its keys' lines, or a note that the rows have none."""
+    drawn = {}
+    for key, label in lines.items():
+        steps, values = train_series(rows, key)
+        if steps.size:
+            axis.plot(steps, values, linewidth=1.2, label=label)
+            drawn[key] = values
+    if not drawn:
+        axis.text(0.5, 0.5, f"not logged ({', '.join(lines)})", transform=axis.transAxes,
+                  ha="center", va="center", color="0.4", fontsize=9)
+        axis.set_yticks([])
+    # α moves by orders of magnitude as it anneals: a linear axis flattens its later course.
+    if "alpha" in drawn and np.all(drawn["alpha"] > 0):
+        axis.set_yscale("log")
+        for ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
+            ticks(lambda value, _: f"{value:g}")  # 0.06, not 6×10⁻²
+    axis.set_title(title, fontsize=10)
+    axis.set_ylabel(unit)
+    axis.grid(alpha=0.3)
+
+
+def diagnostics(rows: list[dict], path: pathlib.Path, title: str) -> None:
+    """The training diagnostics of the logged rows (phase "train") against env steps, a 2×2
+    grid written to `path`: the policy's entropy beside the uniform policy's (where the rows
+    give it), the temperature α, the critic's Q beside the observed discounted return, and the
+    reward head's error. A panel whose keys no row has says so (older runs)."""
+    figure, axes = plt.subplots(2, 2, figsize=(9.6, 6.4), dpi=100, sharex=True)
+    for axis, (panel, unit, lines) in zip(axes.flat, DIAGNOSTICS):
+        _diagnostic_panel(axis, rows, panel, unit, lines)
+    ceiling = uniform_entropy(rows)
+    if ceiling is not None:
+        axes[0, 0].axhline(ceiling, color="0.3", linestyle="--", linewidth=1,
+                           label="uniform policy (A·ln 2)")
+    for axis in axes.flat:
+        if axis.get_lines():
+            axis.legend(fontsize=8)
+    for axis in axes[1]:
+        env_step_axis(axis)
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    save(figure, path)
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from slacjax.config import AgentOverrides, ExperimentConfig
 CONFIG_FILE = "config.yaml"
 MEDIA_DIR = "media"
 CURVE_FILE = "learning_curve.png"
+DIAGNOSTICS_FILE = "diagnostics.png"  # entropy, α, Q against the observed return, reward error
 
 
 class LaunchError(Exception):

@@ -46,6 +46,9 @@ class SeedCounters:
 
     episodes: int = 0  # training episodes started: the next one's index
     last_episode_return: float | None = None
+    # Its discounted return-to-go Σ_k γ^k r_t+k averaged over its steps: what the critic's
+    # Q estimates (up to the entropy bonus and the time limit), measured.
+    last_episode_discounted_return: float | None = None
 
 
 @dataclasses.dataclass

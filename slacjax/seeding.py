@@ -7,7 +7,6 @@ episodes (seed, 3, greedy, episode). JAX keys: (init, act, eval, picture) from t
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 
@@ -22,7 +21,9 @@ def random_action(seed: int, agent_step: int, action_dim: int) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
 
 
-def run_keys(seeds: list[int]) -> tuple[jax.Array, ...]:
+def run_keys(seeds: list[int]) -> tuple:
     """Each seed's root keys, stacked [N, 2]: (init, act, eval, picture)."""
+    import jax  # here only: the streams above serve processes without JAX (the port's driver)
+
     per_seed = [jax.random.split(jax.random.PRNGKey(seed), 4) for seed in seeds]
     return tuple(jax.numpy.stack(keys) for keys in zip(*per_seed))

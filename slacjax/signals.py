@@ -19,12 +19,16 @@ class StopRequests:
     """Installs handlers for SIGINT and SIGTERM while in use (a context manager).
 
     waiting_for() -> what the run finishes before it can save ("the current update");
-    resume_point() -> what a rerun would resume from ("checkpoint …/3 at env step 160").
+    resume_point() -> what a rerun would resume from ("checkpoint …/3 at env step 160");
+    waits_after() -> what it still waits for after saving, before it exits (a background
+    compile), or None.
     """
 
-    def __init__(self, waiting_for: Callable[[], str], resume_point: Callable[[], str]):
+    def __init__(self, waiting_for: Callable[[], str], resume_point: Callable[[], str],
+                 waits_after: Callable[[], str | None] = lambda: None):
         self.waiting_for = waiting_for
         self.resume_point = resume_point
+        self.waits_after = waits_after
         self.signum: int | None = None
         self.previous = {}
 
@@ -44,7 +48,9 @@ class StopRequests:
         name = signal.Signals(signum).name
         if self.signum is None:
             self.signum = signum
-            _say(f"{name}: stopping after {self.waiting_for()}, then saving a checkpoint "
+            after = self.waits_after()
+            then = "" if after is None else f", then waiting for {after} before exiting"
+            _say(f"{name}: stopping after {self.waiting_for()}, then saving a checkpoint{then} "
                  "(send it again to exit at once)")
             return
         _say(f"{name} again: exiting now without a new checkpoint; the next run resumes from "

@@ -24,14 +24,30 @@ def _interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.nd
 
 def bootstrap_mean_ci(values: np.ndarray, resamples: int = RESAMPLES,
                       confidence: float = CONFIDENCE, seed: int = 0):
-    """Percentile bootstrap interval of the mean over axis 0 (seeds).
+    """Percentile bootstrap interval of the mean over axis 0 (seeds or episodes), within the
+    values' observed [min, max] (a resample's mean cannot leave it; the clip keeps rounding
+    from doing so).
 
-    values [n, ...] -> (low, high), each [...]. One seed gives the value itself for both.
+    values [n, ...] -> (low, high), each [...]. One value gives the value itself for both.
     """
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, values.shape[0], size=(resamples, values.shape[0]))
-    return _interval(values[picks].mean(axis=1), confidence)
+    low, high = _interval(values[picks].mean(axis=1), confidence)
+    return within(low, high, values.min(axis=0), values.max(axis=0))
+
+
+def within(low, high, lowest, highest) -> tuple[np.ndarray, np.ndarray]:
+    """The band [low, high] clipped to [lowest, highest] (arrays of one shape, or scalars)."""
+    return np.clip(low, lowest, highest), np.clip(high, lowest, highest)
+
+
+def std_band(mean, std, lowest: float = -np.inf, highest: float = np.inf):
+    """mean ± std [S] for evaluations that logged no episode returns, clipped to the range
+    the returns are known to lie in (DMC: [0, 1000]): a mean ± std band of returns that are
+    all 0 or 950 would otherwise reach below 0. -> (low [S], high [S])."""
+    mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+    return within(mean - std, mean + std, lowest, highest)
 
 
 def iqm(scores: Sequence[np.ndarray]) -> float:

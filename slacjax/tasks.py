@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 
 # Every (domain, task) of dm_control 1.0.50's suite (`dm_control.suite.ALL_TASKS`), listed
 # statically so that validating a name does not import dm_control (which fixes the GL backend).
@@ -47,6 +48,12 @@ class TaskSpec:
     action_repeat: int = 4
     decoder_var: float = 0.1
     camera: int | str | None = 0
+
+    @property
+    def return_range(self) -> tuple[float, float]:
+        """Where an episode's return is known to lie: a DMC reward is in [0, 1] per env step
+        over 1,000 env steps; Gymnasium's MuJoCo returns are unbounded."""
+        return (0.0, 1000.0) if self.suite == "dmc" else (-math.inf, math.inf)
 
 
 # Spec §6: the six PlaNet-benchmark tasks and the Gymnasium MuJoCo tasks of the SLAC paper.

@@ -15,6 +15,7 @@ checkpoint taken on SIGINT/SIGTERM mid-episode restarts that episode.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import signal
 import time
@@ -27,12 +28,16 @@ from omegaconf import OmegaConf
 from slacjax import checkpoint, evaluation, logger, parallel, plots, reference, run_state
 from slacjax.compile_ahead import AheadOfTime
 from slacjax.config import ExperimentConfig
-from slacjax.run_dir import (CONFIG_FILE, CURVE_FILE, MEDIA_DIR, LaunchError, RunDir,
-                             open_run_dir, save_config, seed_directory)
+from slacjax.run_dir import (CONFIG_FILE, CURVE_FILE, DIAGNOSTICS_FILE, MEDIA_DIR, LaunchError,
+                             RunDir, open_run_dir, save_config, seed_directory)
 from slacjax.run_state import Counters, Record, SeedCounters, due
 from slacjax.seeding import random_action, run_keys, stream_seed
 from slacjax.signals import StopRequests
 from slacjax.steps import make_steps
+
+
+# The background compile each phase waits for before its first step.
+PHASE_PROGRAMS = {"pretrain": ("pretraining",), "train": ("fused update",)}
 
 
 class TrainingStopped(Exception):
@@ -84,11 +89,12 @@ class Trainer:
         self.state = self.replay = self.history = None
         self.obs = None  # the seeds' current frames [N, H, W, 3]; None at a phase's start
         self.episode_return = np.zeros(cfg.seeds)
+        self.episode_rewards: list[list[float]] = [[] for _ in self.seeds]
         self.episode_over = np.zeros(cfg.seeds, bool)  # ended this step; reset at the next
         self.metric_sum, self.metric_weight = None, 0
         self.files: list[SeedFiles] = []
         self.checkpoints = None
-        self.stop = StopRequests(self.waiting_for, self.resume_point)
+        self.stop = StopRequests(self.waiting_for, self.resume_point, self.waits_after)
         self.progress = logger.Progress(cfg.progress)
         self.eta = logger.RunEta()
         self.compiler = AheadOfTime()
@@ -230,9 +236,10 @@ class Trainer:
         while c.env_steps < self.cfg.env_steps and not self.stop.requested:
             self.begin_episodes()
             actions = self.act(self.act_keys, c.agent_steps, greedy=False)
-            self.state, metrics = self.steps.train(self.state, self.replay,
-                                                   self.cfg.updates_per_step)
-            self.accumulate(metrics, 1)
+            if (c.agent_steps - self.cfg.collect_steps) % self.cfg.update_every == 0:
+                self.state, metrics = self.steps.train(self.state, self.replay,
+                                                       self.cfg.updates_per_step)
+                self.accumulate(metrics, 1)
             self.step_envs(actions, training=True)
         if c.env_steps >= self.cfg.env_steps:
             self.flush_rows()
@@ -266,6 +273,8 @@ class Trainer:
                 seed=stream_seed(self.seeds[index], 0, counters.episodes))
             counters.episodes += 1
         self.episode_return[starting] = 0.0
+        for index in np.flatnonzero(starting):
+            self.episode_rewards[index] = []
         count = len(self.seeds)
         self.replay = self.steps.add(
             self.replay, frames, np.zeros((count, self.action_dim), np.float32),
@@ -297,6 +306,8 @@ class Trainer:
             self.history = self.steps.push_history(self.history, actions, obs)
         self.obs = obs
         self.episode_return += rewards
+        for episode_rewards, reward in zip(self.episode_rewards, rewards):
+            episode_rewards.append(float(reward))
         self.after_step(max(int(result[4]["env_steps"]) for result in results), training, ended)
 
     def after_step(self, env_steps: int, training: bool, ended: np.ndarray) -> None:
@@ -311,7 +322,10 @@ class Trainer:
         if training and due(c.env_steps, c.last_eval, self.cfg.eval_every):
             self.evaluate()
         for index in np.flatnonzero(ended):
-            self.seed_counters[index].last_episode_return = float(self.episode_return[index])
+            counters = self.seed_counters[index]
+            counters.last_episode_return = float(self.episode_return[index])
+            counters.last_episode_discounted_return = mean_discounted_return(
+                self.episode_rewards[index], self.agent_cfg.gamma)
         self.episode_over |= ended
         # At an agent step where every seed's episode ended, or once a whole period late
         # (seeds whose episodes never end together).
@@ -394,6 +408,8 @@ class Trainer:
             else:
                 row["env_steps_per_s"] = round(steps / seconds, 3) if seconds > 0 else None
                 row["episode_return"] = counters.last_episode_return
+                row["discounted_return"] = counters.last_episode_discounted_return
+                row["entropy_uniform"] = self.action_dim * math.log(2.0)
                 row["physics_errors"] = c.physics_errors
             files.log.write(row)
         self.metric_sum, self.metric_weight = None, 0
@@ -422,19 +438,23 @@ class Trainer:
             for row, seed_returns in zip(rows, returns):
                 row[f"return_{mode}"] = float(np.mean(seed_returns))
                 row[f"return_{mode}_std"] = float(np.std(seed_returns))
+                row[f"returns_{mode}"] = [float(value) for value in seed_returns]
         paper = reference.mean_at(self.cfg.task, c.env_steps)
         for files, row in zip(self.files, rows):
             row.update(eval_seconds=round(time.monotonic() - started, 3),
                        wall_time=round(self.stopwatch.seconds(), 3), paper_return=paper)
             files.log.write(row)
-            plots.learning_curve(logger.read_rows(files.directory), files.directory / CURVE_FILE,
-                                 title=f"{self.cfg.task}, seed {files.seed}", task=self.cfg.task)
+            logged = logger.read_rows(files.directory)
+            title = f"{self.cfg.task}, seed {files.seed}"
+            plots.learning_curve(logged, files.directory / CURVE_FILE, title=title,
+                                 task=self.cfg.task)
+            plots.diagnostics(logged, files.directory / DIAGNOSTICS_FILE, title=title)
         if len(self.seeds) > 1:
             plots.seeds_learning_curve(
                 [logger.read_rows(files.directory) for files in self.files],
                 self.run_dir / CURVE_FILE, task=self.cfg.task,
                 title=f"{self.cfg.task}, seeds {self.seeds[0]}-{self.seeds[-1]}: "
-                      "mean ± std across seeds")
+                      "mean over seeds, 95% bootstrap CI")
         c.evals += 1
         c.last_eval = c.env_steps
         stochastic = float(np.mean([row["return_stochastic"] for row in rows]))
@@ -484,14 +504,18 @@ class Trainer:
             raise TrainingStopped(str(error)) from error
 
     def waiting_for(self) -> str:
-        """What a stop request waits for before its checkpoint."""
-        phase = self.counters.phase
-        if phase in ("pretrain", "train"):
-            compiling = self.compiler.running()
-            if compiling:
-                return compiling
-        return {"pretrain": "the current pretraining dispatch",
-                "train": "the current agent step"}.get(phase, "the current env step")
+        """What a stop request waits for before its checkpoint: the compile the current
+        phase is blocked on, else the phase's current step."""
+        compiling = self.compiler.running(PHASE_PROGRAMS.get(self.counters.phase, ()))
+        return compiling or {"pretrain": "the current pretraining dispatch",
+                             "train": "the current agent step"}.get(self.counters.phase,
+                                                                     "the current env step")
+
+    def waits_after(self) -> str | None:
+        """A compile for a later phase, which `close` waits for after the checkpoint."""
+        needed = PHASE_PROGRAMS.get(self.counters.phase, ())
+        return self.compiler.running([name for name in self.compiler.programs
+                                      if name not in needed])
 
     def resume_point(self) -> str:
         """What the next run resumes from (read from disk: a save may be under way)."""
@@ -499,6 +523,16 @@ class Trainer:
         if latest is None:
             return "nothing: it starts over"
         return str(self.checkpoints.path(latest))
+
+
+def mean_discounted_return(rewards: list[float], gamma: float) -> float:
+    """The discounted return-to-go G_t = Σ_k γ^k r_t+k of each step of an episode, averaged
+    over its steps (rewards [T] -> float; 0 for an empty episode)."""
+    to_go, total = 0.0, 0.0
+    for reward in reversed(rewards):
+        to_go = reward + gamma * to_go
+        total += to_go
+    return total / len(rewards) if rewards else 0.0
 
 
 def say(line: str) -> None:

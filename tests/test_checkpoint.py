@@ -3,6 +3,8 @@
 import errno
 import os
 import pathlib
+import re
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -64,8 +66,8 @@ def test_a_truncated_then_a_missing_file_fall_back_and_are_set_aside(saved):
     said = []
     assert_restored(saved.restore_newest(abstract_for, say=said.append), 0)
     assert said == [
-        f"skipped checkpoint {saved.path(2)}: file {relative} is truncated ({size} of "
-        f"{size + 10} bytes); moved to 2.corrupt",
+        f"skipped checkpoint {saved.path(2)}: file {relative} is shorter than recorded ({size} "
+        f"of {size + 10} bytes); moved to 2.corrupt",
         f"skipped checkpoint {saved.path(1)}: file "
         f"{removed.relative_to(saved.path(1)).as_posix()} is missing; moved to 1.corrupt"]
     assert saved.numbers() == [0]
@@ -82,8 +84,8 @@ def test_an_altered_byte_is_found(saved):
     said = []
     assert_restored(saved.restore_newest(abstract_for, say=said.append), 1)
     assert said == [f"skipped checkpoint {saved.path(2)}: file "
-                    f"{largest.relative_to(saved.path(2)).as_posix()} was altered (size or "
-                    "checksum differs); moved to 2.corrupt"]
+                    f"{largest.relative_to(saved.path(2)).as_posix()}: content differs (same "
+                    "size, another CRC-32); moved to 2.corrupt"]
 
 
 def test_a_damaged_checkpoint_without_a_record_is_skipped_in_a_few_words(saved):
@@ -97,7 +99,75 @@ def test_a_damaged_checkpoint_without_a_record_is_skipped_in_a_few_words(saved):
     assert_restored(saved.restore_newest(abstract_for, say=said.append), 0)
     assert len(said) == 2 and all(len(line) < 200 for line in said)
     assert said[0].startswith(f"skipped checkpoint {saved.path(2)}: ")
-    assert said[1] == f"skipped checkpoint {saved.path(1)}: unreadable meta; moved to 1.corrupt"
+    assert said[1] == (f"skipped checkpoint {saved.path(1)}: {checkpoint.META_FILE} is "
+                       "unreadable (not JSON); moved to 1.corrupt")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> pathlib.Path:
+    """One intact checkpoint directory, written once for the damage tests to copy."""
+    checkpoints = checkpoint.Checkpoints(tmp_path_factory.mktemp("pristine"), say=pytest.fail)
+    path = checkpoints.save(*trees(0), {"number": 0})
+    checkpoints.close()
+    return path
+
+
+DAMAGES = {  # cause -> (what is done to the checkpoint's largest file or folder, the words)
+    "missing": (lambda file, folder: file.unlink(), r"file {file} is missing"),
+    "empty": (lambda file, folder: os.truncate(file, 0),
+              r"file {file} is empty \({size} bytes recorded\)"),
+    "shorter": (lambda file, folder: file.write_bytes(b"123456789"),  # other bytes, not a cut
+                r"file {file} is shorter than recorded \(9 of {size} bytes\)"),
+    "longer": (lambda file, folder: file.write_bytes(file.read_bytes() + b"x"),
+               r"file {file} has grown \({size_1} bytes, {size} recorded\)"),
+    "other content": (lambda file, folder: file.write_bytes(bytes(file.stat().st_size)),
+                      r"file {file}: content differs \(same size, another CRC-32\)"),
+    "several files": (lambda file, folder: [os.truncate(other, 0) for other in files(folder)],
+                      r"file \S+ is empty \(\d+ bytes recorded\); \d+ other files too"),
+    "folder emptied": (lambda file, folder: [shutil.rmtree(path) if path.is_dir()
+                                             else path.unlink() for path in folder.iterdir()],
+                       r"its folder is empty"),
+    "every file emptied": (lambda file, folder: [os.truncate(path, 0) for path in
+                                                 folder.rglob("*") if path.is_file()],
+                           r"every file in it is empty"),
+    "record not JSON": (lambda file, folder: (folder / checkpoint.FILES).write_text("{[x"),
+                        rf"{checkpoint.FILES} is unreadable \(not JSON\)"),
+    "record empty": (lambda file, folder: (folder / checkpoint.FILES).write_text(""),
+                     rf"{checkpoint.FILES} is empty"),
+}
+
+
+@pytest.mark.parametrize("cause", DAMAGES)
+def test_each_kind_of_damage_is_named(cause, pristine, tmp_path):
+    folder = tmp_path / "0"
+    shutil.copytree(pristine, folder)
+    largest = files(folder)[-1]
+    size = largest.stat().st_size
+    do, words = DAMAGES[cause]
+    do(largest, folder)
+    expected = words.format(file=re.escape(largest.relative_to(folder).as_posix()), size=size,
+                            size_1=size + 1)
+    assert re.fullmatch(expected, checkpoint.damage(folder))
+
+
+META_DAMAGES = {  # cause -> (what is done to the meta file, the words after its name)
+    "missing": (pathlib.Path.unlink, "is missing"),
+    "empty": (lambda path: path.write_text(""), "is empty"),
+    "not JSON": (lambda path: path.write_text("{not json"), "is unreadable (not JSON)"),
+}
+
+
+@pytest.mark.parametrize("cause", META_DAMAGES)
+def test_each_kind_of_meta_damage_is_named_without_a_record(cause, pristine, tmp_path):
+    """A checkpoint without a `FILES` record (written before records existed): its meta
+    file's own fault, where orbax only says it could not read it."""
+    folder = tmp_path / "0"
+    shutil.copytree(pristine, folder)
+    (folder / checkpoint.FILES).unlink()
+    assert checkpoint.damage(folder) is None and checkpoint.meta_damage(folder) is None
+    do, words = META_DAMAGES[cause]
+    do(folder / checkpoint.META_FILE)
+    assert checkpoint.meta_damage(folder) == f"{checkpoint.META_FILE} {words}"
 
 
 def test_any_intact_checkpoint_restores_by_number(saved):
@@ -105,7 +175,7 @@ def test_any_intact_checkpoint_restores_by_number(saved):
     state, replay, meta = saved.restore(1, *abstract_for({"number": 1}))
     assert meta == {"number": 1} and replay is not None
     with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/2 is damaged: file .* "
-                       r"is truncated \(0 of \d+ bytes\)$"):
+                       r"is empty \(\d+ bytes recorded\)$"):
         saved.restore(2, *abstract_for({"number": 2}))
     assert saved.numbers() == [0, 1, 2]  # restoring by number moves nothing
 

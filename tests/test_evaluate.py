@@ -7,6 +7,7 @@ are 4 agent steps.
 """
 
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -123,3 +124,13 @@ def test_damaged_checkpoints_and_videos_elsewhere(one_seed, tmp_path, capsys):
     assert (sorted((run_dir / "media").glob("*")) if media else []) == media
     with pytest.raises(trainer.LaunchError, match="no checkpoint at env step 3"):
         run_evaluate(run_dir, episodes=1, envs=1, checkpoint=3)
+
+
+def test_videos_start_no_fork_that_jax_warns_of(one_seed, tmp_path):
+    """`video=true video_dir=…`: ffmpeg starts with no Python in a child forked from this
+    multithreaded (JAX) process, so Python's and JAX's fork warnings stay silent."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_evaluate(one_seed, episodes=1, envs=2, video=True, video_dir=str(tmp_path))
+    assert len(list(tmp_path.glob("policy_000000000_*.mp4"))) == 2
+    assert [str(warning.message) for warning in caught if "fork" in str(warning.message)] == []

@@ -86,6 +86,10 @@ class TestElbo(chex.TestCase):
         np.testing.assert_allclose(metrics["kl"], kl.mean(), rtol=1e-3)
         np.testing.assert_allclose(metrics["image_nll"], -image_ll.mean(), rtol=1e-4)
         np.testing.assert_allclose(metrics["reward_nll"], -reward_ll.mean(), rtol=1e-3, atol=1e-3)
+        squared = (r_mean - np.asarray(batch.rewards)) ** 2
+        kept = np.ones_like(squared, bool)
+        kept[0, 6:] = False
+        np.testing.assert_allclose(metrics["reward_mse"], squared[kept].mean(), rtol=1e-4)
         np.testing.assert_allclose(loss, (kl - image_ll - reward_ll).mean(), rtol=1e-4)
 
 

@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -26,7 +28,9 @@ import pytest
 from experiments import run as run_module
 from experiments.run import experiment_config
 from slacjax import checkpoint, logger, run_dir as run_dir_lib, run_state, signals, trainer
+from slacjax.compile_ahead import AheadOfTime
 from slacjax.tasks import PLANET_TASKS
+from slacjax.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["preset=smoke", "env_steps=160", "log_every=20"]
@@ -135,12 +139,17 @@ def check_finished_smoke_run(run_dir: Path, stdout: str) -> None:
     assert [row["phase"] for row in rows] == (["collect"] * 6 + ["pretrain"] * 2 + ["train"] * 2
                                               + ["eval"])
     train = rows[-2]
-    for key in ("latent_loss", "kl", "image_nll", "reward_nll", "critic_loss", "actor_loss",
-                "alpha_loss", "alpha", "entropy", "q_mean", "wall_time", "env_step"):
+    for key in ("latent_loss", "kl", "image_nll", "reward_nll", "reward_mse", "critic_loss",
+                "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "wall_time",
+                "env_step", "discounted_return"):
         assert np.isfinite(train[key]), key
+    assert train["entropy_uniform"] == pytest.approx(6 * np.log(2))  # cheetah: 6 action dims
     assert {"return_stochastic", "return_greedy", "paper_return"} <= set(rows[-1])
+    for mode in ("stochastic", "greedy"):  # one episode per policy in the smoke preset
+        assert rows[-1][f"returns_{mode}"] == [pytest.approx(rows[-1][f"return_{mode}"])]
     assert rows[-1]["env_step"] == 160
     assert (run_dir / "learning_curve.png").stat().st_size > 0
+    assert (run_dir / "diagnostics.png").stat().st_size > 0
     media = {path.suffix for path in (run_dir / "media").iterdir()}
     assert media == {".png", ".gif"}
     assert run_dir_lib.load_config(run_dir).task == "cheetah_run"
@@ -164,7 +173,8 @@ def test_smoke_run_and_exact_resume_after_sigkill(tmp_path, capfd):
     programs warmed up in the background (each step's jit cache grows by one entry; a second
     would mean a phase recompiled). The same run by the user's command, killed before any
     checkpoint, starts over on the same command; SIGKILLed after the end of collection's
-    checkpoint, it resumes and logs the same numbers."""
+    checkpoint and left with a torn last row, it resumes, drops that row in one line and logs
+    the same numbers."""
     uninterrupted = tmp_path / "uninterrupted"
     cfg = experiment_config([*SMOKE, f"run_dir={uninterrupted}"])
     steps = trainer.make_steps(cfg.agent_config(), 6, 1)
@@ -199,6 +209,11 @@ def test_smoke_run_and_exact_resume_after_sigkill(tmp_path, capfd):
     logger.MetricsLog(run_dir).write({"phase": "collect", "env_step": 20})
     printed = killed_when(lambda: (run_dir / "checkpoints" / "0").exists())
     assert "no complete checkpoint" in printed and "starting it over" in printed
+    # A kill during a row write leaves a torn last line: the resume drops it in one line.
+    metrics = run_dir / logger.METRICS_FILE
+    torn_line = metrics.read_bytes().count(b"\n") + 1
+    with metrics.open("a") as file:
+        file.write('{"phase": "tr')
 
     resumed = subprocess.run(arguments, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -206,6 +221,9 @@ def test_smoke_run_and_exact_resume_after_sigkill(tmp_path, capfd):
     assert first_line.startswith(f"run dir {run_dir}: cheetah_run, seed 0, 160 env steps on")
     lines = [line for line in resumed.stdout.splitlines() if line.startswith("resumed from")]
     assert len(lines) == 1, resumed.stdout
+    dropped = [line for line in resumed.stdout.splitlines() if line.startswith("dropped ")]
+    assert dropped == [f"dropped {metrics}:{torn_line}, a half-written last line (13 bytes: a "
+                       "row write cut off by a kill or a full disk)"], resumed.stdout
     match = re.fullmatch(r"resumed from (\S+) at env step (\d+)", lines[0])
     assert match and Path(match[1]).parent == run_dir / "checkpoints"
     assert int(match[2]) == 120  # after collection (or pretraining)
@@ -508,3 +526,30 @@ def test_wandb_is_imported_only_when_enabled(tmp_path):
     log.write({"phase": "train", "env_step": 8, "critic_loss": 1.5, "episode_return": None})
     log.close()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_the_stop_message_says_what_happens_in_order(monkeypatch, capsys):
+    """Stopped in pretraining while the fused update compiles in the background: the run
+    finishes the dispatch, saves, then waits for that compile (close) before it exits."""
+    release = threading.Event()
+    compiler = AheadOfTime()
+    compiler.submit("fused update", lambda: release.wait(30))
+    while compiler.running() is None:
+        time.sleep(0.01)
+    trainer = types.SimpleNamespace(counters=run_state.Counters(phase="pretrain"),
+                                    compiler=compiler)
+    try:
+        with signals.StopRequests(lambda: Trainer.waiting_for(trainer), lambda: "nothing",
+                                  lambda: Trainer.waits_after(trainer)):
+            os.kill(os.getpid(), signal.SIGTERM)
+        trainer.counters.phase = "train"  # now the phase itself waits for that compile
+        assert Trainer.waiting_for(trainer).startswith(
+            "the background compile of the fused update step")
+        assert Trainer.waits_after(trainer) is None
+    finally:
+        release.set()
+        compiler.close()
+    printed = capsys.readouterr().err
+    assert re.search(r"SIGTERM: stopping after the current pretraining dispatch, then saving a "
+                     r"checkpoint, then waiting for the background compile of the fused update "
+                     r"step \(\d+ s so far\) before exiting \(send it again", printed), printed

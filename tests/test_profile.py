@@ -1,6 +1,6 @@
 """The profile summary's arithmetic on a hand-made kernel timeline (no device needed)."""
 
-from experiments import profile_update
+from benchmarks import profile_update
 
 
 def test_summary_per_update_totals_gaps_and_categories():

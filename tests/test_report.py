@@ -19,12 +19,15 @@ STEPS = (0, 50_000, 100_000)
 
 
 def write_run(run_dir: pathlib.Path, task: str, returns: dict, seeds: int | None = None,
-              action_repeat: int | None = None, hours_per_step: float = 1e-5) -> None:
+              action_repeat: int | None = None, hours_per_step: float = 1e-5,
+              implementation: str | None = None) -> None:
     """A run dir with eval rows {seed: {env_step: (stochastic, greedy)}}: one seed at the top,
     or (seeds given) a multi-seed run dir with seed<k>/metrics.jsonl."""
     run_dir.mkdir(parents=True)
     first = min(returns)
     config = dict(task=task, seed=first, seeds=seeds or 1, action_repeat=action_repeat)
+    if implementation is not None:
+        config["implementation"] = implementation
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     for seed, evals in returns.items():
         folder = run_dir / f"seed{seed}" if seeds else run_dir
@@ -152,7 +155,8 @@ def test_sweep_dir_finds_its_jobs_run_dirs(tmp_path):
     assert [run.seed for run in runs] == [0, 1]
 
 
-@pytest.mark.parametrize("case", ["empty", "no_eval", "mixed_repeat", "disjoint", "missing"])
+@pytest.mark.parametrize("case", ["empty", "no_eval", "mixed_repeat", "disjoint", "missing",
+                                  "mixed_implementation"])
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     root = tmp_path / "runs"
     root.mkdir()
@@ -161,6 +165,10 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     if case == "mixed_repeat":
         write_run(root / "a", "cheetah_run", {0: known_returns(1, 0)})
         write_run(root / "b", "cheetah_run", {1: known_returns(1, 1)}, action_repeat=2)
+    if case == "mixed_implementation":  # the port's run is no seed of slacjax's
+        write_run(root / "a", "cheetah_run", {0: known_returns(1, 0)})
+        write_run(root / "b", "cheetah_run", {1: known_returns(1, 1)},
+                  implementation="slac.pytorch 8b9d520")
     if case == "disjoint":
         write_run(root / "a", "cheetah_run", {0: {10_000: (1.0, 1.0)}})
         write_run(root / "b", "cheetah_run", {1: {20_000: (1.0, 1.0)}})
@@ -174,3 +182,65 @@ def test_report_imports_no_jax():
     code = "import sys, experiments.report; sys.exit('jax' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(__file__).parents[1],
                           timeout=120).returncode == 0
+
+
+def test_a_half_written_last_line_is_skipped_in_one_line(sweep, tmp_path, capsys):
+    """What a kill during a row write leaves: the report is the same, plus one line naming
+    the file and line it skipped."""
+    assert report.main([str(sweep), f"out={tmp_path / 'whole'}"]) == 0
+    capsys.readouterr()
+    metrics = sweep / "cheetah_run" / "seed1" / "metrics.jsonl"
+    lines = metrics.read_text().count("\n")
+    with metrics.open("a") as file:
+        file.write('{"phase": "tr')
+    assert report.main([str(sweep), f"out={tmp_path / 'torn'}"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == (f"skipped {metrics}:{lines + 1}, a half-written last line (13 bytes: "
+                           "a row write cut off by a kill or a full disk)\n")
+    assert printed.out == f"wrote {tmp_path / 'torn' / 'report.md'}\n"
+    assert ((tmp_path / "torn" / "curves.csv").read_text()
+            == (tmp_path / "whole" / "curves.csv").read_text())
+
+
+def test_a_bad_line_before_the_last_names_its_file_and_line(sweep, capsys):
+    metrics = sweep / "cheetah_run" / "seed1" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join([lines[0], '{"phase": "tr\n', *lines[1:]]))
+    assert report.main([str(sweep)]) == 2
+    assert capsys.readouterr().err == (f"error: {metrics}:2: not a JSON row (Unterminated "
+                                       "string starting at: column 11)\n")
+
+
+def test_a_file_path_says_what_the_report_expects(sweep, capsys):
+    metrics = sweep / "cheetah_run" / "seed1" / "metrics.jsonl"
+    assert report.main([str(metrics)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {metrics} is a file; expected {report.EXPECTED}: its folder {metrics.parent} "
+        "is one\n")
+    assert report.main([str(sweep / "nowhere")]) == 2
+    assert f"{sweep / 'nowhere'} does not exist; expected a run dir" in capsys.readouterr().err
+
+
+def test_the_curves_band_stays_within_the_seeds_returns():
+    """Catch-or-miss seeds (returns 0 or 950): the mean's interval never leaves [0, 950]."""
+    seeds = [(0.0, 950.0), (0.0, 950.0), (950.0, 950.0), (0.0, 0.0)]
+    runs = [report.Run(pathlib.Path(f"seed{seed}"), "ball_in_cup_catch", 4, seed,
+                       {step: dict(return_stochastic=value)
+                        for step, value in zip((10_000, 20_000), values)})
+            for seed, values in enumerate(seeds)]
+    steps, mean, low, high = report.curve(runs, "stochastic")
+    np.testing.assert_array_equal(steps, [10_000, 20_000])
+    np.testing.assert_allclose(mean, [237.5, 712.5])
+    assert np.all(low >= 0.0) and np.all(high <= 950.0) and np.all((low <= mean) & (mean <= high))
+
+
+def test_curves_name_the_implementation(tmp_path):
+    write_run(tmp_path / "port", "cheetah_run", {0: known_returns(1, 0)},
+              implementation="slac.pytorch 8b9d520")
+    runs = report.find_runs([tmp_path])
+    assert [run.implementation for run in runs] == ["slac.pytorch 8b9d520"]
+    figure, axis = report.plt.subplots()
+    report.draw_task(axis, "cheetah_run", runs)
+    labels = axis.get_legend_handles_labels()[1]
+    assert "slac.pytorch 8b9d520 stochastic (mean over seeds, 95% CI)" in labels
+    report.plt.close(figure)

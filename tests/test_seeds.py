@@ -26,7 +26,7 @@ from tests.test_launcher import REPO, command, final_checkpoint, started_trainer
 # a periodic checkpoint at env step 160, between them. A small replay keeps checkpoints small.
 TWO_SEEDS = ["preset=smoke", "seeds=2", "env_steps=200", "log_every=20", "checkpoint_every=140",
              "replay_capacity=200"]
-SEED_DIR_FILES = ["learning_curve.png", "media", "metrics.jsonl"]
+SEED_DIR_FILES = ["diagnostics.png", "learning_curve.png", "media", "metrics.jsonl"]
 
 
 def resumed_line(stdout: str) -> re.Match:

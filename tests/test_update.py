@@ -146,7 +146,7 @@ def test_pretrain_steps_change_only_the_latent_model(replay):
     state = fresh_state()
     before = jax.tree.map(np.asarray, state)
     after, metrics = STEPS.pretrain(state, replay, 1)
-    assert set(metrics) == {"latent_loss", "kl", "image_nll", "reward_nll"}
+    assert set(metrics) == {"latent_loss", "kl", "image_nll", "reward_nll", "reward_mse"}
     assert metrics["latent_loss"].shape == (1,) and np.isfinite(metrics["latent_loss"]).all()
     assert int(after.step[0]) == 1
     for group in ("actor", "critic"):

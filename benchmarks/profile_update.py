@@ -1,8 +1,8 @@
 """Where the time of an update goes: a `jax.profiler` trace of pipelined updates, summarised.
 
-    python -m experiments.profile_update [--what latent|fused] [--steps 20] [--scan K]
-                                         [--dtype float32|bfloat16] [--call jit|compiled]
-                                         [--top 25] [--trace-dir D]
+    python -m benchmarks.profile_update [--what latent|fused] [--steps 20] [--scan K]
+                                        [--dtype float32|bfloat16] [--call jit|compiled]
+                                        [--formulation NAME] [--top 25] [--trace-dir D]
 
 Runs the same jitted, state-donating steps as `experiments.bench` (random frames in a full
 device replay), compiles and warms them up, then traces `--steps` calls dispatched back to
@@ -27,6 +27,7 @@ import time
 import jax
 
 from experiments import bench
+from slacjax import convolutions
 from slacjax.config import AgentConfig
 
 
@@ -100,6 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--call", choices=("jit", "compiled"), default="jit",
                         help="call the jitted function (C++ dispatch) or its ahead-of-time "
                              "`Compiled` executable (dispatch through Python)")
+    parser.add_argument("--formulation", choices=tuple(convolutions.FORMULATIONS), default=None,
+                        help="convolution formulation (default: the backend's, as in "
+                             "experiments.bench)")
     parser.add_argument("--top", type=int, default=25, help="ops listed")
     parser.add_argument("--trace-dir", default=None,
                         help="keep the raw trace (.xplane.pb, for TensorBoard/XProf) here")
@@ -116,7 +120,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = AgentConfig(batch_sac=args.batch_sac, batch_latent=args.batch_latent, dtype=args.dtype)
     setup_args = argparse.Namespace(scan=args.scan, seeds=1, devices=1, seed_conv=None,
-                                    capacity=args.capacity, action_dim=args.action_dim)
+                                    capacity=args.capacity, action_dim=args.action_dim,
+                                    formulation=args.formulation)
     state, fused, latent_only = bench.setup(setup_args, cfg, jax.random.PRNGKey(0))
     step = latent_only if args.what == "latent" else fused
     if args.call == "compiled":

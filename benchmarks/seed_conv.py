@@ -1,8 +1,8 @@
 """Microbenchmark of the seed-convolution strategies (`config.SEED_CONVS`) against one seed.
 
-    python -m experiments.bench_seed_conv [--parts encoder,decoder,update] [--seeds 2,5]
-                                          [--strategies grouped,loop,patches] [--batch 18]
-                                          [--iters 10]
+    python -m benchmarks.seed_conv [--parts encoder,decoder,update] [--seeds 2,5]
+                                   [--strategies grouped,loop,patches] [--batch 18]
+                                   [--iters 10]
 
 Parts: "encoder" / "decoder" time `vmap(value_and_grad(loss))` of that module over N stacked
 parameter sets and inputs (`--batch` images or latents per seed; 18 = 2 sequences × 9 frames);

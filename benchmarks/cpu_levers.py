@@ -1,9 +1,9 @@
 """SLAC's convolutions, each formulation of `slacjax.convolutions` timed layer by layer.
 
-    python -m experiments.bench_cpu_levers decoder [--frames 288] [--iters 5]
-    python -m experiments.bench_cpu_levers encoder [--frames 288] [--forward-only]
-    python -m experiments.bench_cpu_levers autoencoder [--conv NAME] [--decoder NAME]
-    python -m experiments.bench_cpu_levers hlo [--conv NAME] [--decoder NAME] [--frames 8]
+    python -m benchmarks.cpu_levers decoder [--frames 288] [--iters 5]
+    python -m benchmarks.cpu_levers encoder [--frames 288] [--forward-only]
+    python -m benchmarks.cpu_levers autoencoder [--conv NAME] [--decoder NAME]
+    python -m benchmarks.cpu_levers hlo [--conv NAME] [--decoder NAME] [--frames 8]
 
 `decoder` / `encoder`: forward + backward (input and kernel gradients) of every strided layer,
 median wall and process-CPU ms of `--iters` calls after one compiling call. `autoencoder`: the

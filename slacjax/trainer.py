@@ -88,7 +88,6 @@ class Trainer:
         self.seed_counters = [SeedCounters() for _ in self.seeds]
         self.state = self.replay = self.history = None
         self.obs = None  # the seeds' current frames [N, H, W, 3]; None at a phase's start
-        self.episode_return = np.zeros(cfg.seeds)
         self.episode_rewards: list[list[float]] = [[] for _ in self.seeds]
         self.episode_over = np.zeros(cfg.seeds, bool)  # ended this step; reset at the next
         self.metric_sum, self.metric_weight = None, 0
@@ -272,7 +271,6 @@ class Trainer:
             frames[index], _ = self.envs[index].reset(
                 seed=stream_seed(self.seeds[index], 0, counters.episodes))
             counters.episodes += 1
-        self.episode_return[starting] = 0.0
         for index in np.flatnonzero(starting):
             self.episode_rewards[index] = []
         count = len(self.seeds)
@@ -305,7 +303,6 @@ class Trainer:
         if training:
             self.history = self.steps.push_history(self.history, actions, obs)
         self.obs = obs
-        self.episode_return += rewards
         for episode_rewards, reward in zip(self.episode_rewards, rewards):
             episode_rewards.append(float(reward))
         self.after_step(max(int(result[4]["env_steps"]) for result in results), training, ended)
@@ -323,7 +320,7 @@ class Trainer:
             self.evaluate()
         for index in np.flatnonzero(ended):
             counters = self.seed_counters[index]
-            counters.last_episode_return = float(self.episode_return[index])
+            counters.last_episode_return = float(sum(self.episode_rewards[index]))
             counters.last_episode_discounted_return = mean_discounted_return(
                 self.episode_rewards[index], self.agent_cfg.gamma)
         self.episode_over |= ended

@@ -465,7 +465,7 @@ class PeerRun:
         return self.pretrain_updates if self.phase == "pretrain" else self.env_steps
 
     def flush_row(self) -> None:
-        """A row of slacjax's phase rows (see slacjax.trainer.flush_rows) and its line;
+        """A row of slacjax's phase rows (see slacjax.metrics.phase_row) and its line;
         nothing if nothing happened since the last one."""
         position = self.position()
         if position == self.last_log:

@@ -39,6 +39,11 @@ class Counters:
     wall_seconds: float = 0.0
     wandb_id: str = ""
 
+    def position(self) -> int:
+        """Where the phase is: updates in pretraining, else env steps (what rows, periodic
+        checkpoints and the progress bar count)."""
+        return self.pretrain_updates if self.phase == "pretrain" else self.env_steps
+
 
 @dataclasses.dataclass
 class SeedCounters:
@@ -60,6 +65,20 @@ class Record:
     log_rows: list[int]
     metric_sum: dict | None = None  # {name: [N] floats} since the last row
     metric_weight: int = 0
+
+
+def resume_point(checkpoints: checkpoint.Checkpoints | None) -> str:
+    """What a rerun would resume from: the newest checkpoint as on disk now (a save may be
+    under way), or nothing before the checkpoints are open or the first is written."""
+    latest = checkpoints.latest() if checkpoints is not None else None
+    return "nothing: it starts over" if latest is None else str(checkpoints.path(latest))
+
+
+def last_good(checkpoints: checkpoint.Checkpoints) -> str:
+    """The newest checkpoint, which a run that cannot go on keeps, in words."""
+    latest = checkpoints.latest()
+    return (f"the last good checkpoint is {checkpoints.path(latest)}" if latest is not None
+            else "no checkpoint was written yet")
 
 
 def due(now: int, last: int, every: int) -> bool:

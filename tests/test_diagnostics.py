@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from slacjax.trainer import mean_discounted_return
+from slacjax.episodes import mean_discounted_return
 
 
 def test_mean_discounted_return_is_the_average_return_to_go():

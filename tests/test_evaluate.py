@@ -95,7 +95,7 @@ def test_trainer_evaluates_seeds_side_by_side_as_seed_by_seed(two_seeds, tmp_pat
             for index, seed in enumerate(trainer_.seeds):
                 streams = [stream_seed(seed, 2, 0, int(greedy), episode) for episode in range(2)]
                 keys = evaluation.episode_keys(trainer_.eval_keys[index], streams)
-                alone = [evaluation.run_episode(trainer_.envs[0], trainer_.steps,
+                alone = [evaluation.run_episode(trainer_.episodes.envs[0], trainer_.steps,
                                                 trainer_.state.params, index, keys[e], greedy,
                                                 stream)[0]
                          for e, stream in enumerate(streams)]

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import jax
@@ -28,9 +27,8 @@ import pytest
 from experiments import run as run_module
 from experiments.run import experiment_config
 from slacjax import checkpoint, logger, run_dir as run_dir_lib, run_state, signals, trainer
-from slacjax.compile_ahead import AheadOfTime
+from slacjax.compile_ahead import PhasePrograms
 from slacjax.tasks import PLANET_TASKS
-from slacjax.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["preset=smoke", "env_steps=160", "log_every=20"]
@@ -399,6 +397,16 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_the_run_goes_on(run_copy, ca
     assert (run_copy / "checkpoints" / "1.corrupt").is_dir()  # kept for a look
 
 
+def test_a_bad_metrics_line_refuses_the_resume_in_one_line(run_copy, monkeypatch, capfd):
+    """A complete line of metrics.jsonl that is not a row stops the resume before any
+    training, naming the file and line."""
+    metrics = run_copy / logger.METRICS_FILE
+    metrics.write_text('{"phase": "collect", "env_step": 20}\nnot a row\n')
+    result = run_here(monkeypatch, capfd, *SMOKE, f"run_dir={run_copy}")
+    assert_refused(result, f"{metrics}:2: not a JSON row", "overwrite=true")
+    assert metrics.read_text() == '{"phase": "collect", "env_step": 20}\nnot a row\n'
+
+
 def test_checkpoints_of_the_single_seed_layout_resume(run_copy, capsys):
     """A run dir written before the seed axis (its checkpoints hold one agent's trees, its
     episode count among the counters: format 1) resumes, with the axis added."""
@@ -419,10 +427,10 @@ def test_checkpoints_of_the_single_seed_layout_resume(run_copy, capsys):
     try:
         assert (f"resumed from {run_copy / 'checkpoints' / '2'} at env step 0"
                 in capsys.readouterr().out)
-        assert trainer_.seed_counters == [run_state.SeedCounters(3, 1.5)]
+        assert trainer_.episodes.counters == [run_state.SeedCounters(3, 1.5)]
         assert trainer_.state.step.shape == (1,) and trainer_.replay.size.shape == (1,)
-        assert trainer_.metric_weight == 1
-        np.testing.assert_array_equal(trainer_.metric_sum["kl"], [2.0])
+        assert trainer_.phase_rows.weight == 1
+        np.testing.assert_array_equal(trainer_.phase_rows.sums["kl"], [2.0])
     finally:
         trainer_.close()
 
@@ -445,8 +453,8 @@ def test_non_finite_values_stop_the_run_in_one_line(run_copy):
     trainer_ = started_trainer(smoke_config(run_copy), resume=True)
     try:
         good = trainer_.checkpoints.path(trainer_.checkpoints.latest())
-        trainer_.accumulate({"latent_loss": jnp.ones(1), "critic_loss": jnp.full(1, jnp.nan)},
-                            weight=1)
+        trainer_.phase_rows.add({"latent_loss": jnp.ones(1),
+                                 "critic_loss": jnp.full(1, jnp.nan)}, weight=1)
         with pytest.raises(trainer.TrainingStopped, match=r"non-finite critic_loss \(nan, "
                                                           r"update 0\) in the collect phase"):
             trainer_.save_checkpoint()
@@ -454,7 +462,7 @@ def test_non_finite_values_stop_the_run_in_one_line(run_copy):
             trainer_.flush_rows()
         assert trainer_.checkpoints.numbers() == [0, 1]
 
-        trainer_.metric_sum, trainer_.metric_weight = None, 0
+        trainer_.phase_rows.sums, trainer_.phase_rows.weight = None, 0
         trainer_.counters.phase = "train"
         trainer_.begin_episodes()
         trainer_.state = trainer_.state.replace(params=jax.tree.map(
@@ -472,18 +480,18 @@ def test_a_simulator_failure_ends_the_episode_and_is_counted(run_copy, capsys):
     trainer_ = started_trainer(smoke_config(run_copy, "progress=false"), resume=True)
     try:
         trainer_.begin_episodes()
-        env = trainer_.envs[0]
+        env = trainer_.episodes.envs[0]
         frame = np.zeros((64, 64, 3), np.uint8)
         env.step = lambda action: (frame, 0.0, False, True,
                                    {"env_steps": 2, "physics_error": "mjWARN_BADCTRL"})
         trainer_.step_envs(np.zeros((1, 6), np.float32), training=False)
-        assert trainer_.counters.physics_errors == 1 and trainer_.episode_over.all()
+        assert trainer_.counters.physics_errors == 1 and trainer_.episodes.over.all()
         assert trainer_.counters.env_steps == 2
         assert ("seed 0: the simulator failed at env step 0 (mjWARN_BADCTRL); its episode ends "
                 "there") in capsys.readouterr().err
         del env.step
         trainer_.begin_episodes()  # the next agent step starts a new episode
-        assert trainer_.seed_counters[0].episodes == 2
+        assert trainer_.episodes.counters[0].episodes == 2
     finally:
         trainer_.close()
 
@@ -532,20 +540,18 @@ def test_the_stop_message_says_what_happens_in_order(monkeypatch, capsys):
     """Stopped in pretraining while the fused update compiles in the background: the run
     finishes the dispatch, saves, then waits for that compile (close) before it exits."""
     release = threading.Event()
-    compiler = AheadOfTime()
+    compiler = PhasePrograms()
     compiler.submit("fused update", lambda: release.wait(30))
     while compiler.running() is None:
         time.sleep(0.01)
-    trainer = types.SimpleNamespace(counters=run_state.Counters(phase="pretrain"),
-                                    compiler=compiler)
     try:
-        with signals.StopRequests(lambda: Trainer.waiting_for(trainer), lambda: "nothing",
-                                  lambda: Trainer.waits_after(trainer)):
+        with signals.StopRequests(lambda: compiler.waiting_for("pretrain"), lambda: "nothing",
+                                  lambda: compiler.waits_after("pretrain")):
             os.kill(os.getpid(), signal.SIGTERM)
-        trainer.counters.phase = "train"  # now the phase itself waits for that compile
-        assert Trainer.waiting_for(trainer).startswith(
+        # In training the phase itself waits for that compile.
+        assert compiler.waiting_for("train").startswith(
             "the background compile of the fused update step")
-        assert Trainer.waits_after(trainer) is None
+        assert compiler.waits_after("train") is None
     finally:
         release.set()
         compiler.close()

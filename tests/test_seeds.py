@@ -133,15 +133,15 @@ def test_each_seed_collects_as_its_single_seed_run_does(tmp_path, capsys):
 
         # The NaN/inf check names the seed; the last good checkpoint (collection's end) stays.
         good = two.checkpoints.path(0)
-        two.accumulate({"latent_loss": jnp.ones(2), "critic_loss": jnp.array([1.0, jnp.nan])},
-                       weight=1)
+        two.phase_rows.add({"latent_loss": jnp.ones(2),
+                            "critic_loss": jnp.array([1.0, jnp.nan])}, weight=1)
         with pytest.raises(trainer.TrainingStopped,
                            match=r"non-finite critic_loss \(nan, update 0\) of seed 1 in the "
                                  r"pretrain phase .* the last good checkpoint is "
                                  + re.escape(str(good))):
             two.flush_rows()
         assert two.checkpoints.numbers() == [0]
-        replay, seed_counters = two.replay, two.seed_counters
+        replay, seed_counters = two.replay, two.episodes.counters
     finally:
         two.close()
 
@@ -154,7 +154,7 @@ def test_each_seed_collects_as_its_single_seed_run_does(tmp_path, capsys):
         try:
             assert resumed_line(capsys.readouterr().out)[1] == str(good)
             assert resumed.counters.phase == "pretrain"
-            assert resumed.seed_counters == seed_counters
+            assert resumed.episodes.counters == seed_counters
             assert trees_equal(resumed.replay, replay)
         finally:
             resumed.close()

@@ -33,32 +33,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slacjax import checkpoint, latent, networks, plots, run_state
+from benchmarks import learning_probe
+from slacjax import latent, networks, plots
 from slacjax import replay as replay_lib
-from slacjax.run_dir import load_config
 from slacjax.steps import make_steps
 
 OBJECT_THRESHOLD = 0.1  # |frame − median frame| in [0, 1] units above which a pixel is an object
 PROBE_SEQUENCES = 32  # fixed probe sequences: half with a reward, half without
 CANDIDATES = 2048  # sequences drawn to find the rewarded ones
-
-
-def restore_replay(run_dir: pathlib.Path):
-    """-> (config, action size, replay [1, ...]) of the newest checkpoint of `run_dir`."""
-    cfg = load_config(run_dir)
-    if cfg.seeds != 1:
-        raise SystemExit(f"{run_dir}: a multi-seed run dir; give one seed's run dir")
-    checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
-    try:
-        latest = checkpoints.latest()
-        if latest is None:
-            raise SystemExit(f"{run_dir}: no checkpoint; run its collection first")
-        action_dim = int(checkpoints.meta(latest)["action_dim"])
-        steps = make_steps(cfg.agent_config(), action_dim, 1)
-        _, _, replay, _ = run_state.restore(checkpoints, steps, action_dim, cfg)
-    finally:
-        checkpoints.close()
-    return cfg, action_dim, replay
 
 
 def probe_batch(replay, sequence_length: int, key: jax.Array) -> replay_lib.Batch:
@@ -172,7 +154,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.updates < 1 or args.every < 1:
         parser.error("--updates and --every must be positive")
-    cfg, action_dim, replay = restore_replay(args.run_dir)
+    # The probe's restore drops the seed axis; the pretraining program takes it back.
+    cfg, _, action_dim, _, _, one_replay = learning_probe.restore(args.run_dir)
+    replay = jax.tree.map(lambda leaf: leaf[None], one_replay)
     results = [row for lr in args.lr for batch_size in args.batch
                for row in train_and_check(cfg, action_dim, replay, lr, batch_size, args.updates,
                                           args.every, args.seed, args.out)]

@@ -41,7 +41,10 @@ def restore(run_dir: pathlib.Path):
         raise SystemExit(f"{run_dir}: a multi-seed run dir; probe one seed's run dir")
     checkpoints = checkpoint.Checkpoints(run_dir, read_only=True)
     try:
-        action_dim = int(checkpoints.meta(checkpoints.latest())["action_dim"])
+        latest = checkpoints.latest()
+        if latest is None:
+            raise SystemExit(f"{run_dir}: no checkpoint yet")
+        action_dim = int(checkpoints.meta(latest)["action_dim"])
         steps = make_steps(cfg.agent_config(), action_dim, 1)
         _, state, replay, record = run_state.restore(checkpoints, steps, action_dim, cfg)
     finally:

@@ -42,6 +42,10 @@ class AgentConfig:
     lr_critic: float = 3e-4
     lr_actor: float = 3e-4
     lr_alpha: float = 3e-4
+    # Global-norm clip of the latent model's gradient before Adam; 0 = none (the spec's).
+    # At lr_latent 1e-3 one burst of unseen states (a first caught episode) can blow the
+    # model up; clipping bounds what such a burst does to Adam's moments.
+    latent_grad_clip: float = 0.0
     # Learned temperature by default (log α starts at log(init_alpha)); False keeps α = init_alpha.
     learn_alpha: bool = True
     init_alpha: float = 1.0
@@ -63,6 +67,9 @@ class AgentConfig:
                              "separate_latent_batch=true")
         if self.decoder_var <= 0:
             raise ValueError(f"decoder_var must be positive, got {self.decoder_var}")
+        if self.latent_grad_clip < 0:
+            raise ValueError(f"latent_grad_clip must be 0 (off) or positive, "
+                             f"got {self.latent_grad_clip}")
         if self.init_alpha <= 0:
             raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
         if self.dtype not in ("float32", "bfloat16"):

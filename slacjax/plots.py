@@ -175,7 +175,12 @@ DIAGNOSTICS = (
     ("critic against the observed return", "discounted return",
      {"q_mean": "Q (batch mean)", "discounted_return": "observed discounted return"}),
     ("reward head error", "MSE", {"reward_mse": "reward MSE"}),
+    ("latent model's gradient", "global norm", {"latent_grad_norm": "‖∇ ELBO loss‖"}),
+    ("latent KL", "nats", {"kl": "KL(posterior ‖ prior)"}),
 )
+# Keys that move by orders of magnitude (α anneals; a diverging model's terms explode): on a
+# linear axis their later course would be flat.
+LOG_SCALE_KEYS = ("alpha", "reward_mse", "latent_grad_norm", "kl")
 
 
 def train_series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +211,7 @@ def _diagnostic_panel(axis, rows: list[dict], title: str, unit: str, lines: dict
         axis.text(0.5, 0.5, f"not logged ({', '.join(lines)})", transform=axis.transAxes,
                   ha="center", va="center", color="0.4", fontsize=9)
         axis.set_yticks([])
-    # α moves by orders of magnitude as it anneals: a linear axis flattens its later course.
-    if "alpha" in drawn and np.all(drawn["alpha"] > 0):
+    if any(key in drawn and np.all(drawn[key] > 0) for key in LOG_SCALE_KEYS):
         axis.set_yscale("log")
         for ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
             ticks(lambda value, _: f"{value:g}")  # 0.06, not 6×10⁻²
@@ -217,11 +221,11 @@ def _diagnostic_panel(axis, rows: list[dict], title: str, unit: str, lines: dict
 
 
 def diagnostics(rows: list[dict], path: pathlib.Path, title: str) -> None:
-    """The training diagnostics of the logged rows (phase "train") against env steps, a 2×2
-    grid written to `path`: the policy's entropy beside the uniform policy's (where the rows
-    give it), the temperature α, the critic's Q beside the observed discounted return, and the
-    reward head's error. A panel whose keys no row has says so (older runs)."""
-    figure, axes = plt.subplots(2, 2, figsize=(9.6, 6.4), dpi=100, sharex=True)
+    """The training diagnostics of the logged rows (phase "train") against env steps: the
+    policy's entropy beside the uniform policy's (where the rows give it), the temperature α, the critic's Q beside the observed discounted return, the
+    reward head's error, the latent model's gradient norm and its KL, a 2×3 grid written to
+    `path`. A panel whose keys no row has says so (older runs)."""
+    figure, axes = plt.subplots(2, 3, figsize=(13.2, 6.4), dpi=100, sharex=True)
     for axis, (panel, unit, lines) in zip(axes.flat, DIAGNOSTICS):
         _diagnostic_panel(axis, rows, panel, unit, lines)
     ceiling = uniform_entropy(rows)

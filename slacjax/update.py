@@ -48,7 +48,10 @@ class TrainState:
 
 
 def optimizers(cfg: AgentConfig) -> dict[str, optax.GradientTransformation]:
-    return {"latent": optax.adam(cfg.lr_latent), "actor": optax.adam(cfg.lr_actor),
+    latent_opt = optax.adam(cfg.lr_latent)
+    if cfg.latent_grad_clip > 0:
+        latent_opt = optax.chain(optax.clip_by_global_norm(cfg.latent_grad_clip), latent_opt)
+    return {"latent": latent_opt, "actor": optax.adam(cfg.lr_actor),
             "critic": optax.adam(cfg.lr_critic), "alpha": optax.adam(cfg.lr_alpha)}
 
 
@@ -133,6 +136,7 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
 
     latent_grads, (latent_metrics, latent_features) = jax.grad(latent.elbo_loss, has_aux=True)(
         params.latent, latent_batch, k_latent, cfg, nets)
+    latent_metrics = {**latent_metrics, "latent_grad_norm": optax.global_norm(latent_grads)}
 
     # The default latent batch is the SAC batch's head: its frames are encoded once, for both.
     encoded = None if cfg.separate_latent_batch else latent_features
@@ -177,6 +181,7 @@ def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentCon
     """Latent-model-only update (pretraining) on `batch_latent` sequences -> (state, metrics)."""
     grads, (metrics, _) = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch,
                                                                    key, cfg, nets)
+    metrics = {**metrics, "latent_grad_norm": optax.global_norm(grads)}
     new_latent, latent_opt = apply_gradients(optimizers(cfg)["latent"], state.params.latent,
                                              grads, state.opt_state.latent)
     return state.replace(params=state.params.replace(latent=new_latent),

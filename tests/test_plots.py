@@ -154,7 +154,8 @@ def train_row(step: int, **logged) -> dict:
 
 FULL_TRAIN = [train_row(step, entropy=1.3 - step / 1e5, entropy_uniform=2 * np.log(2),
                         alpha=0.1 * np.exp(-step / 3e4), q_mean=step / 1e4,
-                        discounted_return=step / 1.2e4, reward_mse=1 / step)
+                        discounted_return=step / 1.2e4, reward_mse=1 / step,
+                        latent_grad_norm=50 + step / 1e3, kl=8.0)
               for step in range(11_000, 51_000, 1_000)]
 
 
@@ -164,7 +165,8 @@ def test_diagnostics_draws_each_logged_key_and_the_uniform_policys_entropy(legen
     assert (tmp_path / "diagnostics.png").stat().st_size > 1000
     assert legends["diagnostics.png"] == [
         "entropy of π (batch mean)", "uniform policy (A·ln 2)", "α", "Q (batch mean)",
-        "observed discounted return", "reward MSE"]
+        "observed discounted return", "reward MSE", "‖∇ ELBO loss‖",
+        "KL(posterior ‖ prior)"]
     assert plots.uniform_entropy(rows) == pytest.approx(2 * np.log(2))
 
 

@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from slacjax import networks
@@ -146,7 +147,8 @@ def test_pretrain_steps_change_only_the_latent_model(replay):
     state = fresh_state()
     before = jax.tree.map(np.asarray, state)
     after, metrics = STEPS.pretrain(state, replay, 1)
-    assert set(metrics) == {"latent_loss", "kl", "image_nll", "reward_nll", "reward_mse"}
+    assert set(metrics) == {"latent_loss", "kl", "image_nll", "reward_nll", "reward_mse",
+                            "latent_grad_norm"}
     assert metrics["latent_loss"].shape == (1,) and np.isfinite(metrics["latent_loss"]).all()
     assert int(after.step[0]) == 1
     for group in ("actor", "critic"):
@@ -187,3 +189,23 @@ def test_bad_configs_fail_loudly():
         AgentConfig(dtype="float16")
     with pytest.raises(ValueError, match="batch_sac"):
         AgentConfig(batch_sac=0)
+
+
+def test_latent_grad_clip_bounds_the_gradient_adam_sees():
+    """Adam's first moment after one step is (1 − β1)·g: with the clip, g is the clipped
+    gradient (norm ≤ latent_grad_clip); without it, the raw one."""
+    cfg = AgentConfig(batch_sac=2, batch_latent=2, latent_grad_clip=0.5)
+    state = init_state(cfg, ACTION_DIM, jax.random.PRNGKey(0))
+    batch, key = to_device(smooth_batch(0)), jax.random.PRNGKey(1)
+    _, clipped_metrics = plain_update(state, batch, key, cfg, NETS)
+    raw_norm = float(clipped_metrics["latent_grad_norm"])
+    assert raw_norm > 0.5  # the metric is the gradient before the clip
+    grads = jax.tree.map(lambda leaf: jnp.full_like(leaf, 3.0), state.params.latent)
+    for clip, expected in ((0.5, 0.5), (0.0, float(optax.global_norm(grads)))):
+        opt = update.optimizers(AgentConfig(latent_grad_clip=clip))["latent"]
+        _, opt_state = opt.update(grads, opt.init(state.params.latent), state.params.latent)
+        adam_state = opt_state[-1][0] if clip else opt_state[0]
+        np.testing.assert_allclose(float(optax.global_norm(adam_state.mu)), 0.1 * expected,
+                                   rtol=1e-5)
+    with pytest.raises(ValueError, match="latent_grad_clip"):
+        AgentConfig(latent_grad_clip=-1.0)

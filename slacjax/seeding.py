@@ -2,7 +2,8 @@
 
 Stream ids: 0 training episode resets (seed, 0, episode), 1 random actions (seed, 1, agent
 step), 2 evaluation episodes (seed, 2, evaluation, greedy, episode), 3 `experiments.evaluate`
-episodes (seed, 3, greedy, episode). JAX keys: (init, act, eval, picture) from the seed.
+episodes (seed, 3, greedy, episode), 4 `slacjax.random_policy` baseline episodes (seed, 4,
+episode; their actions are stream 1's). JAX keys: (init, act, eval, picture) from the seed.
 """
 
 from __future__ import annotations

@@ -56,6 +56,22 @@ def test_action_repeat_sums_the_raw_dm_control_rewards():
     env.close()
 
 
+def test_an_unrendered_env_has_the_rendered_ones_rewards_and_ends():
+    seed = 4
+    rendered = envs.make("ball_in_cup_catch", seed=seed, max_episode_steps=30, **FAST)
+    blind = envs.make("ball_in_cup_catch", seed=seed, max_episode_steps=30, pixels=False)
+    frame, _ = blind.reset(seed=seed)
+    rendered.reset(seed=seed)
+    assert frame.shape == (64, 64, 3) and not frame.any()
+    actions = np.random.default_rng(2).uniform(-1, 1, (30, 2))
+    for action in actions:
+        frame, *outcome = blind.step(action)
+        assert outcome == list(rendered.step(action)[1:]) and not frame.any()
+    assert outcome[2]  # the cap truncated both at the same step
+    rendered.close()
+    blind.close()
+
+
 def test_rescale_action_maps_the_box_and_passes_unbounded_dims():
     from slacjax.envs.pixel_env import rescale_action
 

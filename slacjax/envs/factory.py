@@ -25,13 +25,16 @@ def check_overrides(overrides: dict) -> None:
         )
 
 
-def make(task: str, seed: int = 0, max_episode_steps: int | None = None, **overrides):
+def make(task: str, seed: int = 0, max_episode_steps: int | None = None, pixels: bool = True,
+         **overrides):
     """Builds the Gymnasium env of `task`, seeded with `seed`.
 
     overrides (defaults from the task table): action_repeat, image_size (64),
     render_quality ('default' = the suite's look; 'fast' = no multisampling, shadows or
     reflections), camera (DMC: id or name; Gymnasium: camera name, None = tracking camera).
     max_episode_steps: a cap on an episode's agent steps (truncation) below the task's own.
+    pixels: False never renders (every observation all zeros, no GL context): the same
+    dynamics, rewards and episode ends at the physics' speed, for returns alone (baselines).
     Returns a `PixelEnv` (in a `TimeLimit` if capped): observations (image_size, image_size, 3)
     uint8, actions in [-1, 1]^A.
     Raises ValueError for an unknown task (naming the closest) or override.
@@ -46,7 +49,7 @@ def make(task: str, seed: int = 0, max_episode_steps: int | None = None, **overr
     )
     settings.update(overrides)
     ensure_gl_backend()
-    from slacjax.envs.pixel_env import PixelEnv
+    from slacjax.envs.pixel_env import PixelEnv, Unrendered
 
     render_args = (settings["camera"], settings["image_size"], settings["render_quality"])
     if spec.suite == "dmc":
@@ -57,6 +60,8 @@ def make(task: str, seed: int = 0, max_episode_steps: int | None = None, **overr
         from slacjax.envs.gym_mujoco import GymMujocoSimulator
 
         simulator = GymMujocoSimulator(spec.domain, seed, *render_args)
+    if not pixels:
+        simulator = Unrendered(simulator, settings["image_size"])
     env = PixelEnv(simulator, settings["action_repeat"], settings["image_size"], seed)
     if max_episode_steps is None:
         return env

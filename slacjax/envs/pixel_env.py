@@ -43,6 +43,27 @@ class Simulator(Protocol):
 UNBOUNDED = 1e6
 
 
+class Unrendered:
+    """A simulator whose frames are all zeros: it never renders (`make(pixels=False)`)."""
+
+    def __init__(self, simulator: Simulator, image_size: int):
+        self._simulator = simulator
+        self.action_low, self.action_high = simulator.action_low, simulator.action_high
+        self._frame = np.zeros((image_size, image_size, 3), np.uint8)
+
+    def reset(self, seed: int | None) -> None:
+        self._simulator.reset(seed)
+
+    def step(self, action: np.ndarray) -> tuple[float, bool, bool]:
+        return self._simulator.step(action)
+
+    def render(self) -> np.ndarray:
+        return self._frame
+
+    def close(self) -> None:
+        self._simulator.close()
+
+
 def rescale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Maps an action in [-1, 1]^A (clipped first) to [low, high]; unbounded dims pass as is."""
     action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)

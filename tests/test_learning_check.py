@@ -1,0 +1,83 @@
+"""The learning check's verdict and its random-policy threshold."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import learning_check
+from slacjax import random_policy
+
+
+def write_rows(directory, rows):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def eval_row(step, returns):
+    return dict(phase="eval", env_step=step, returns_stochastic=returns,
+                return_stochastic=float(np.mean(returns)))
+
+
+def test_window_mean_quantile_is_the_quantile_of_window_means():
+    assert random_policy.window_mean_quantile(np.full(7, 3.0), 5, 0.99) == pytest.approx(3.0)
+    two_valued = np.array([0.0, 100.0])
+    # one episode: its 0.9 quantile is the high value; the mean of 400 is near 50
+    assert random_policy.window_mean_quantile(two_valued, 1, 0.9) == pytest.approx(100.0)
+    assert 50 < random_policy.window_mean_quantile(two_valued, 400, 0.99) < 60
+    with pytest.raises(ValueError, match="quantile"):
+        random_policy.window_mean_quantile(two_valued, 1, 1.0)
+
+
+def test_random_policy_returns_are_reproducible_per_seed():
+    first = random_policy.random_policy_returns("cartpole_swingup", 2, seed=3)
+    again = random_policy.random_policy_returns("cartpole_swingup", 2, seed=3)
+    other = random_policy.random_policy_returns("cartpole_swingup", 2, seed=4)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (2,) and np.all((first >= 0) & (first <= 1000))
+    assert not np.array_equal(first, other)
+    with pytest.raises(ValueError, match="episodes"):
+        random_policy.random_policy_returns("cartpole_swingup", 0)
+
+
+def test_last_evaluation_takes_the_last_step_every_seed_logged(tmp_path):
+    from experiments import run
+
+    cfg = run.experiment_config(["preset=check", "seeds=2", f"run_dir={tmp_path}"])
+    write_rows(tmp_path / "seed0", [eval_row(10_000, [1.0, 2.0]), eval_row(20_000, [5.0, 6.0])])
+    write_rows(tmp_path / "seed1", [dict(phase="train", env_step=10_000),
+                                    eval_row(10_000, [3.0, 4.0])])
+    step, returns = learning_check.last_evaluation(tmp_path, cfg)
+    assert step == 10_000
+    np.testing.assert_array_equal(returns, [1.0, 2.0, 3.0, 4.0])
+    write_rows(tmp_path / "seed1", [dict(phase="train", env_step=10_000)])
+    with pytest.raises(SystemExit, match="seed 1 logged no evaluation"):
+        learning_check.last_evaluation(tmp_path, cfg)
+
+
+@pytest.mark.parametrize("returns, status", [([300.0] * 10, 0), ([40.0] * 10, 1)])
+def test_the_check_passes_only_above_the_random_policys_quantile(tmp_path, monkeypatch,
+                                                                 capsys, returns, status):
+    commands = []
+
+    def train(command):
+        commands.append(command)
+        write_rows(tmp_path, [eval_row(20_000, returns)])
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(learning_check.subprocess, "run", train)
+    monkeypatch.setattr(learning_check.random_policy, "random_policy_returns",
+                        lambda task, episodes, seed: np.linspace(0.0, 120.0, episodes))
+    assert learning_check.main([f"run_dir={tmp_path}", "--random-episodes", "50"]) == status
+    assert commands[0][-3:] == ["experiments.run", "preset=check", f"run_dir={tmp_path}"]
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.endswith("NOT LEARNED" if status else ": LEARNED")
+    assert "cartpole_swingup" in verdict and "at 20000 env steps" in verdict
+
+
+def test_bad_input_fails_before_training(monkeypatch, capsys):
+    monkeypatch.setattr(learning_check.subprocess, "run", pytest.fail)
+    assert learning_check.main(["no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        learning_check.main(["--quantile", "1.5"])

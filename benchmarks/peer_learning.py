@@ -84,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "agent steps")
     p.add_argument("--batch-sac", type=int, default=64, help="the port's batch_size_sac")
     p.add_argument("--batch-latent", type=int, default=8, help="the port's batch_size_latent")
+    p.add_argument("--lr-latent", type=float, default=1e-4,
+                   help="the port's lr_latent (its default and the spec's: 1e-4)")
+    p.add_argument("--latent-grad-clip", type=float, default=0.0,
+                   help="clip the latent model's gradient to this global norm before its "
+                        "Adam step, as slacjax's agent.latent_grad_clip (0: off, the port's)")
     p.add_argument("--init-alpha", type=float, default=0.1,
                    help="the SAC temperature to start from (the port starts at 1)")
     p.add_argument("--replay-capacity", type=int, default=50_000,
@@ -116,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--collect-env-steps must be in 1..--env-steps (the buffer needs data)")
     if args.pretrain_updates < 0 or args.init_alpha <= 0:
         p.error("--pretrain-updates must be >= 0 and --init-alpha > 0")
+    if args.lr_latent <= 0 or args.latent_grad_clip < 0:
+        p.error("--lr-latent must be > 0 and --latent-grad-clip >= 0")
     if args.episode_env_steps is not None and args.episode_env_steps <= 0:
         p.error("--episode-env-steps must be positive")
     return args
@@ -179,6 +186,19 @@ def set_init_alpha(algo, init_alpha: float, torch) -> None:
     with torch.no_grad():
         algo.log_alpha.fill_(math.log(init_alpha))
         algo.alpha = algo.log_alpha.exp()
+
+
+def clip_latent_gradient(algo, max_norm: float, torch) -> None:
+    """Makes the port's latent optimiser clip the model's gradient to `max_norm` (global L2
+    norm, as optax.clip_by_global_norm) before each of its Adam steps."""
+    adam_step = algo.optim_latent.step
+    parameters = list(algo.latent.parameters())
+
+    def clipped_step(*args, **kwargs):
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return adam_step(*args, **kwargs)
+
+    algo.optim_latent.step = clipped_step
 
 
 class ScalarLog:
@@ -332,8 +352,10 @@ class PeerRun:
             state_shape=self.frame_shape, action_shape=(self.action_dim,),
             action_repeat=self.repeat, device=torch.device("cpu"), seed=args.seed,
             batch_size_sac=args.batch_sac, batch_size_latent=args.batch_latent,
-            buffer_size=args.replay_capacity)
+            buffer_size=args.replay_capacity, lr_latent=args.lr_latent)
         set_init_alpha(self.algo, args.init_alpha, torch)
+        if args.latent_grad_clip > 0:
+            clip_latent_gradient(self.algo, args.latent_grad_clip, torch)
         self.window = ActingWindow(self.algo.num_sequences, self.frame_shape, self.action_dim)
         self.writer = ScalarLog()
         write_config(args, self.repeat, self.algo, shims)
@@ -575,6 +597,7 @@ def write_config(args: argparse.Namespace, repeat: int, algo, shims: list[str]) 
             lr_critic=algo.optim_critic.param_groups[0]["lr"],
             lr_actor=algo.optim_actor.param_groups[0]["lr"],
             lr_alpha=algo.optim_alpha.param_groups[0]["lr"],
+            latent_grad_clip=args.latent_grad_clip,
             decoder_var=float(algo.latent.decoder.std) ** 2),
     )
     header = ("# benchmarks/peer_learning.py: the PyTorch port on slacjax's protocol.\n"

@@ -81,3 +81,14 @@ def test_bad_input_fails_before_training(monkeypatch, capsys):
     assert "no_such_key" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         learning_check.main(["--quantile", "1.5"])
+
+
+def test_random_baseline_summarises_the_episodes_and_window_quantiles():
+    from benchmarks import random_baseline
+
+    row = random_baseline.summary("cartpole_swingup", 3, [1, 2], seed=3)
+    returns = random_policy.random_policy_returns("cartpole_swingup", 3, seed=3)
+    assert row["mean"] == pytest.approx(returns.mean()) and row["max"] == returns.max()
+    # one episode per window, a third of the draws the largest: that is its 0.99 quantile
+    assert row["mean_of_1_q0.99"] == pytest.approx(returns.max())
+    assert row["mean_of_2_q0.95"] <= row["mean_of_2_q0.99"] <= returns.max()

@@ -51,7 +51,7 @@ def test_smoke_preset_is_tiny_and_overridable():
     ("pretrain_updates=-1", "pretrain_updates must be >= 0"),
     ("agent.batch_sac=0", "batch_sac must be positive"),
     ("render_quality=ultra", "render_quality must be default or fast"),
-    ("preset=nope", "available: cpu, smoke"),
+    ("preset=nope", "available: check, cpu, smoke"),
     ("devices=0", "devices must be 'all' or a positive count"),
     ("seed_conv=fast", "seed_conv must be one of grouped, loop, patches"),
     ("devices=some", "devices must be 'all' or a positive count"),

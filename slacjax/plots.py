@@ -221,10 +221,11 @@ def _diagnostic_panel(axis, rows: list[dict], title: str, unit: str, lines: dict
 
 
 def diagnostics(rows: list[dict], path: pathlib.Path, title: str) -> None:
-    """The training diagnostics of the logged rows (phase "train") against env steps: the
-    policy's entropy beside the uniform policy's (where the rows give it), the temperature α, the critic's Q beside the observed discounted return, the
-    reward head's error, the latent model's gradient norm and its KL, a 2×3 grid written to
-    `path`. A panel whose keys no row has says so (older runs)."""
+    """The training diagnostics of the logged rows (phase "train") against env steps, a 2×3
+    grid written to `path`: the policy's entropy beside the uniform policy's (where the rows
+    give it), the temperature α, the critic's Q beside the observed discounted return, the
+    reward head's error, the latent model's gradient norm and its KL. A panel whose keys no
+    row has says so (older runs)."""
     figure, axes = plt.subplots(2, 3, figsize=(13.2, 6.4), dpi=100, sharex=True)
     for axis, (panel, unit, lines) in zip(axes.flat, DIAGNOSTICS):
         _diagnostic_panel(axis, rows, panel, unit, lines)

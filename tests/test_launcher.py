@@ -137,9 +137,9 @@ def check_finished_smoke_run(run_dir: Path, stdout: str) -> None:
     assert [row["phase"] for row in rows] == (["collect"] * 6 + ["pretrain"] * 2 + ["train"] * 2
                                               + ["eval"])
     train = rows[-2]
-    for key in ("latent_loss", "kl", "image_nll", "reward_nll", "reward_mse", "latent_grad_norm",
-                "critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "wall_time",
-                "env_step", "discounted_return"):
+    for key in ("latent_loss", "kl", "image_nll", "reward_nll", "reward_mse",
+                "latent_grad_norm", "critic_loss", "actor_loss", "alpha_loss", "alpha",
+                "entropy", "q_mean", "wall_time", "env_step", "discounted_return"):
         assert np.isfinite(train[key]), key
     assert train["entropy_uniform"] == pytest.approx(6 * np.log(2))  # cheetah: 6 action dims
     assert {"return_stochastic", "return_greedy", "paper_return"} <= set(rows[-1])

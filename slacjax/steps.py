@@ -99,7 +99,11 @@ def _seedwise(fun: Callable, num_seeds: int) -> Callable:
 @functools.lru_cache(maxsize=None)
 def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
            seed_conv: str, formulation: str | None) -> Steps:
-    placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
+    # Fresh states and replays are committed where a checkpoint restores them (the first local
+    # device): a fresh state beside a restored replay then compiles each program once, not
+    # again when the first step's committed output comes back.
+    placed = {"out_shardings": (jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                                if mesh is None else parallel.replicated(mesh))}
     backend = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
     nets, scanned_nets = (
         networks.build(cfg, action_dim, seed_conv,

@@ -136,6 +136,16 @@ def test_k_scanned_steps_equal_k_single_steps_and_nothing_recompiles(replay):
     assert STEPS.train._cache_size() == compiled
 
 
+def test_a_fresh_state_beside_a_restored_replay_compiles_once(replay):
+    """A checkpoint restores a replay committed to the first device; a fresh state beside it
+    (benchmarks.latent_shift) must not compile the program again at its second step."""
+    restored = jax.device_put(replay, jax.local_devices()[0])
+    state, _ = STEPS.pretrain(fresh_state(), restored, 1)
+    compiled = STEPS.pretrain._cache_size()
+    STEPS.pretrain(state, restored, 1)
+    assert STEPS.pretrain._cache_size() == compiled
+
+
 def test_train_steps_donate_the_state(replay):
     state = fresh_state()
     leaf = jax.tree.leaves(state.params.critic)[0]

@@ -154,9 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.updates < 1 or args.every < 1:
         parser.error("--updates and --every must be positive")
-    # The probe's restore drops the seed axis; the pretraining program takes it back.
-    cfg, _, action_dim, _, _, one_replay = learning_probe.restore(args.run_dir)
-    replay = jax.tree.map(lambda leaf: leaf[None], one_replay)
+    cfg, _, action_dim, _, _, replay = learning_probe.restore(args.run_dir, seed_axis=True)
     results = [row for lr in args.lr for batch_size in args.batch
                for row in train_and_check(cfg, action_dim, replay, lr, batch_size, args.updates,
                                           args.every, args.seed, args.out)]

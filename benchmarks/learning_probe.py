@@ -33,9 +33,9 @@ from slacjax.steps import make_steps
 GRID = 9  # actions per dimension of the probed grid (2-D action spaces)
 
 
-def restore(run_dir: pathlib.Path):
+def restore(run_dir: pathlib.Path, seed_axis: bool = False):
     """-> (config, agent config, action size, env step, state, replay) of the newest
-    checkpoint, the seed axis dropped."""
+    checkpoint; state and replay keep their seed axis (of size 1) only if `seed_axis`."""
     cfg = load_config(run_dir)
     if cfg.seeds != 1:
         raise SystemExit(f"{run_dir}: a multi-seed run dir; probe one seed's run dir")
@@ -49,8 +49,9 @@ def restore(run_dir: pathlib.Path):
         _, state, replay, record = run_state.restore(checkpoints, steps, action_dim, cfg)
     finally:
         checkpoints.close()
-    first = jax.tree.map(lambda leaf: leaf[0], (state, replay))
-    return cfg, cfg.agent_config(), action_dim, record.counters.env_steps, *first
+    if not seed_axis:
+        state, replay = jax.tree.map(lambda leaf: leaf[0], (state, replay))
+    return cfg, cfg.agent_config(), action_dim, record.counters.env_steps, state, replay
 
 
 def action_grid(action_dim: int) -> jax.Array:

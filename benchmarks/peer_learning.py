@@ -37,7 +37,8 @@ latent and SAC update only, so most rows carry none; under slacjax's names: kl, 
 reward_nll, latent_loss (their sum), critic_loss (half the port's, which sums the two critics'
 MSEs where slacjax takes 0.5·MSE each), actor_loss, alpha_loss, entropy; any other tag under
 its own name with "/" as "_" (stats_alpha). Training rows also carry `alpha`, the port's
-temperature at the row (slacjax's rows carry its α too).
+temperature at the row (slacjax's rows carry its α too). Evaluation rows also carry
+`saturated_stochastic` / `saturated_greedy`: the share of action components at the tanh bound.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ TAG_NAMES = {"loss/kld": "kl", "loss/image": "image_nll", "loss/reward": "reward
              "loss/actor": "actor_loss", "loss/alpha": "alpha_loss",
              "stats/entropy": "entropy"}
 LATENT_PARTS = ("kl", "image_nll", "reward_nll")
+SATURATED = 0.99  # |action| from which an action component counts as at its bound
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -530,10 +532,12 @@ class PeerRun:
         started = time.monotonic()
         row = dict(phase="eval", env_step=self.env_steps, agent_step=self.agent_steps)
         for mode, greedy in (("stochastic", False), ("greedy", True)):
-            returns = [self.eval_episode(greedy, stream_seed(self.args.seed, 2, self.evals,
-                                                             int(greedy), episode))
-                       for episode in range(self.args.eval_episodes)]
+            episodes = [self.eval_episode(greedy, stream_seed(self.args.seed, 2, self.evals,
+                                                              int(greedy), episode))
+                        for episode in range(self.args.eval_episodes)]
+            returns = [total for total, _ in episodes]
             row[f"return_{mode}"] = float(np.mean(returns))
+            row[f"saturated_{mode}"] = float(np.mean([share for _, share in episodes]))
             row[f"return_{mode}_std"] = float(np.std(returns))
             row[f"returns_{mode}"] = returns
         eval_seconds = time.monotonic() - started
@@ -548,19 +552,22 @@ class PeerRun:
               f"stochastic, {row['return_greedy']:.1f} greedy{beside} "
               f"({eval_seconds:.0f} s)", flush=True)
 
-    def eval_episode(self, greedy: bool, reset_seed: int) -> float:
-        """One evaluation episode with a window of its own -> its return."""
+    def eval_episode(self, greedy: bool, reset_seed: int) -> tuple[float, float]:
+        """One evaluation episode with a window of its own -> (its return, the share of its
+        action components at the tanh bound, |a| ≥ SATURATED: a policy mean far outside
+        the bound makes the greedy policy a constant push)."""
         window = ActingWindow(self.algo.num_sequences, self.frame_shape, self.action_dim)
         obs, _ = self.eval_env.reset(seed=reset_seed)
         window.reset(channels_first(obs))
-        total, done = 0.0, False
+        total, done, saturated = 0.0, False, []
         while not done:
             action = self.policy_action(window, greedy)
+            saturated.append(np.abs(action) >= SATURATED)
             obs, reward, terminated, truncated, _ = self.eval_env.step(action)
             window.push(action, channels_first(obs))
             total += float(reward)
             done = terminated or truncated
-        return total
+        return total, float(np.mean(saturated))
 
     def print_summary(self) -> None:
         total = sum(self.seconds.values())

@@ -77,9 +77,13 @@ def _drop_orbax_leftovers(hook: Callable) -> Callable:
 sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
 
 
+def restore_sharding() -> jax.sharding.SingleDeviceSharding:
+    """Where a checkpoint's arrays are restored: the first local device."""
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
 def _with_local_sharding(abstract_tree):
-    device = jax.local_devices()[0]
-    sharding = jax.sharding.SingleDeviceSharding(device)
+    sharding = restore_sharding()
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                           sharding=sharding), abstract_tree)
 

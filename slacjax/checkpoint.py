@@ -28,6 +28,8 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 
+from slacjax import parallel
+
 CHECKPOINT_DIR = "checkpoints"
 FILES = "slacjax_files.json"  # inside each checkpoint: {relative path: [size, crc32]}
 META_FILE = "meta/metadata"  # inside each checkpoint: orbax's file of the JSON item `meta`
@@ -77,13 +79,8 @@ def _drop_orbax_leftovers(hook: Callable) -> Callable:
 sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
 
 
-def restore_sharding() -> jax.sharding.SingleDeviceSharding:
-    """Where a checkpoint's arrays are restored: the first local device."""
-    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-
 def _with_local_sharding(abstract_tree):
-    sharding = restore_sharding()
+    sharding = parallel.local_device_sharding()
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                           sharding=sharding), abstract_tree)
 

@@ -23,6 +23,12 @@ from slacjax.networks import Networks
 DATA_AXIS = "data"
 
 
+def local_device_sharding() -> jax.sharding.SingleDeviceSharding:
+    """Where one-device arrays live: the first local device. Fresh states and replays
+    (`steps`) and restored checkpoints must agree, or a fresh state beside a restored replay
+    compiles each program twice."""
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
 def take_seed(tree, index: int):
     """Seed `index`'s slice of a stacked pytree (a state, a replay, metrics)."""
     return jax.tree.map(lambda leaf: leaf[index], tree)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from slacjax import checkpoint, convolutions, latent, networks, parallel, policy, update
+from slacjax import convolutions, latent, networks, parallel, policy, update
 from slacjax import replay as replay_lib
 from slacjax.config import DEFAULT_SEED_CONV, AgentConfig
 
@@ -102,7 +102,7 @@ def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
     # Fresh states and replays are committed where a checkpoint restores them: a fresh state
     # beside a restored replay then compiles each program once, not again when the first
     # step's committed output comes back.
-    placed = {"out_shardings": (checkpoint.restore_sharding() if mesh is None
+    placed = {"out_shardings": (parallel.local_device_sharding() if mesh is None
                                 else parallel.replicated(mesh))}
     backend = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
     nets, scanned_nets = (

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from slacjax import checkpoint, networks
+from slacjax import networks, parallel
 from slacjax import replay as replay_lib
 from slacjax import update
 from slacjax.config import AgentConfig
@@ -139,7 +139,7 @@ def test_k_scanned_steps_equal_k_single_steps_and_nothing_recompiles(replay):
 def test_a_fresh_state_beside_a_restored_replay_compiles_once(replay):
     """A checkpoint restores a replay committed to the first device; a fresh state beside it
     (benchmarks.latent_shift) must not compile the program again at its second step."""
-    restored = jax.device_put(replay, checkpoint.restore_sharding())
+    restored = jax.device_put(replay, parallel.local_device_sharding())
     state, _ = STEPS.pretrain(fresh_state(), restored, 1)
     compiled = STEPS.pretrain._cache_size()
     STEPS.pretrain(state, restored, 1)

@@ -92,3 +92,58 @@ def test_random_baseline_summarises_the_episodes_and_window_quantiles():
     # one episode per window, a third of the draws the largest: that is its 0.99 quantile
     assert row["mean_of_1_q0.99"] == pytest.approx(returns.max())
     assert row["mean_of_2_q0.95"] <= row["mean_of_2_q0.99"] <= returns.max()
+
+
+def test_any_of_tries_the_next_seed_until_one_learns(tmp_path, monkeypatch, capsys):
+    returns_by_seed = {0: [40.0] * 10, 1: [300.0] * 10, 2: [300.0] * 10}
+    trained = []
+
+    def train(command):
+        overrides = dict(item.split("=", 1) for item in command[3:])
+        seed = int(overrides["seed"])
+        trained.append((seed, overrides["run_dir"]))
+        write_rows(tmp_path / f"seed{seed}", [eval_row(20_000, returns_by_seed[seed])])
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(learning_check.subprocess, "run", train)
+    monkeypatch.setattr(learning_check.random_policy, "random_policy_returns",
+                        lambda task, episodes, seed: np.linspace(0.0, 120.0, episodes))
+    assert learning_check.main([f"run_dir={tmp_path}", "--any-of", "3",
+                                "--random-episodes", "50"]) == 0
+    assert trained == [(0, str(tmp_path / "seed0")), (1, str(tmp_path / "seed1"))]
+    out = capsys.readouterr().out
+    assert "1 of 2 seeds tried learned (at most 3): PASSED" in out
+    verdict = json.loads((tmp_path / "seed1" / "learning_check.json").read_text())
+    assert verdict["learned"] and verdict["seed"] == 1
+    assert verdict["margin"] == pytest.approx(300.0 - verdict["threshold"], abs=0.01)
+    assert not json.loads((tmp_path / "seed0" / "learning_check.json").read_text())["learned"]
+
+
+def test_a_failed_training_ends_the_check_with_its_status(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def train(command):
+        calls.append(command)
+        return type("Failed", (), {"returncode": len(calls)})()  # 1: a crash
+
+    monkeypatch.setattr(learning_check.subprocess, "run", train)
+    assert learning_check.main([f"run_dir={tmp_path}", "--any-of", "2"]) == 1
+    assert len(calls) == 1 and "training exited with 1" in capsys.readouterr().err
+    calls[:] = [None]  # the next training exits 2: the run refused its input
+    assert learning_check.main([f"run_dir={tmp_path}"]) == 2
+
+
+def test_bad_flags_and_run_dirs_are_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(learning_check.subprocess, "run", pytest.fail)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert learning_check.main([f"run_dir={a_file}"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    for flags, named, other in ((["--quantile", "2"], "--quantile", "--random-episodes"),
+                                (["--random-episodes", "1"], "--random-episodes", "--quantile"),
+                                (["--any-of", "0"], "--any-of", "--quantile")):
+        with pytest.raises(SystemExit) as stop:
+            learning_check.main(flags)
+        assert stop.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert named in error and other not in error

@@ -8,11 +8,14 @@ one `update_sac` every `--update-every` agent steps, evaluations of the stochast
 (experiments/conf/preset/cpu.yaml). The run dir gets slacjax's `metrics.jsonl` rows and a
 `config.yaml` that `python -m experiments.report RUN_DIR` reads.
 
-Set-up, once, from the repository root (the port's source unpacked in .peer/slac.pytorch, as
-../shared/peer/README.md says; .peer/ is git-ignored and nothing of it is ever committed):
+Set-up, once, from the repository root (docs/development.md, "The PyTorch port side by side";
+.peer/ is git-ignored):
 
-    bash ../shared/peer/setup.sh .peer   # .peer/venv: torch 2.13.0 (CPU wheel), numpy
-    nice -n 19 .peer/venv/bin/pip install mujoco==3.17.0 dm_control==1.0.50 gymnasium==1.4.0
+    git clone https://github.com/toshikwa/slac.pytorch .peer/slac.pytorch
+    git -C .peer/slac.pytorch checkout 8b9d520
+    python3 -m venv .peer/venv
+    .peer/venv/bin/pip install torch==2.13.0 numpy
+    .peer/venv/bin/pip install mujoco==3.17.0 dm_control==1.0.50 gymnasium==1.4.0
 
 (slacjax.envs, .tasks and .reference need only those, numpy and the standard library: no JAX,
 no PyYAML, no tqdm in that venv.) Run, from the repository root:
@@ -87,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-sac", type=int, default=64, help="the port's batch_size_sac")
     p.add_argument("--batch-latent", type=int, default=8, help="the port's batch_size_latent")
     p.add_argument("--lr-latent", type=float, default=1e-4,
-                   help="the port's lr_latent (its default and the spec's: 1e-4)")
+                   help="the port's lr_latent (its default and the paper's: 1e-4)")
     p.add_argument("--latent-grad-clip", type=float, default=0.0,
                    help="clip the latent model's gradient to this global norm before its "
                         "Adam step, as slacjax's agent.latent_grad_clip (0: off, the port's)")
@@ -166,8 +169,7 @@ def apply_shims(buffer_module) -> list[str]:
     -> a line per patch applied (recorded in config.yaml).
 
     NumPy 2 may pass `copy=` to `__array__`; the port's `LazyFrames.__array__(self, dtype)`
-    does not take it (the same shim as ../shared/peer/bench_peer.py applies). The patch calls
-    the port's own method with the dtype only.
+    does not take it. The patch calls the port's own method with the dtype only.
     """
     lazy_frames = buffer_module.LazyFrames
     port_array = lazy_frames.__array__

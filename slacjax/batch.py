@@ -1,4 +1,7 @@
-"""The training sample: B sequences of 9 frames and the 8 transitions between them (spec §1)."""
+"""The training sample: B sequences of 9 frames and the 8 transitions between them.
+
+docs/algorithm.md §1.
+"""
 
 from __future__ import annotations
 

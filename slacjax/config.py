@@ -1,8 +1,9 @@
 """Typed configuration: the agent (model, losses, optimisers) and the training protocol.
 
-Defaults are the spec's (§2–§5). Per-task values (action repeat, decoder variance) come from
-the one task table, `slacjax.tasks`. `AgentConfig` is hashable so that jitted functions take
-it as a static argument: changing it recompiles, changing data never does.
+Defaults are the paper's (docs/algorithm.md §2–§5). Per-task values (action repeat, decoder
+variance) come from the one task table, `slacjax.tasks`. `AgentConfig` is hashable so that
+jitted functions take it as a static argument: changing it recompiles, changing data never
+does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ DEFAULT_SEED_CONV = "loop"
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
-    """Everything the jitted model and update step depend on (spec §2–§5)."""
+    """Everything the jitted model and update step depend on (docs/algorithm.md §2–§5)."""
 
     image_size: int = 64
     feature_dim: int = 256
@@ -33,7 +34,8 @@ class AgentConfig:
     sequence_length: int = 8
     batch_sac: int = 256
     batch_latent: int = 32
-    # Spec §5: the latent batch is the first `batch_latent` of the SAC batch (authors' choice);
+    # docs/algorithm.md §5: the latent batch is the first `batch_latent` of the SAC batch (the
+    # authors' choice);
     # True samples a separate latent batch (the PyTorch port's choice).
     separate_latent_batch: bool = False
     gamma: float = 0.99
@@ -42,7 +44,7 @@ class AgentConfig:
     lr_critic: float = 3e-4
     lr_actor: float = 3e-4
     lr_alpha: float = 3e-4
-    # Global-norm clip of the latent model's gradient before Adam; 0 = none (the spec's).
+    # Global-norm clip of the latent model's gradient before Adam; 0 = none (the paper's).
     # At lr_latent 1e-3 one burst of unseen states (a first caught episode) can blow the
     # model up; clipping bounds what such a burst does to Adam's moments.
     latent_grad_clip: float = 0.0
@@ -132,8 +134,8 @@ OmegaConf.register_new_resolver("seed_dir", seed_dir, replace=True)
 
 @dataclasses.dataclass
 class TrainConfig:
-    """The protocol and the run (spec §5). Progress is counted in env steps (agent steps × action
-    repeat); the replay and the random collection count transitions (agent steps), as the spec does.
+    """The protocol and the run (docs/algorithm.md §5). Progress is counted in env steps (agent
+    steps × action repeat); the replay and the random collection count transitions (agent steps).
     """
 
     task: str = "cheetah_run"

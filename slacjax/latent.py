@@ -1,4 +1,4 @@
-"""The SLAC latent variable model as pure functions over a params dict (spec §2–§3).
+"""The SLAC latent variable model as pure functions over a params dict (docs/algorithm.md §2, §3).
 
 Shapes: B sequences, T = sequence_length transitions, T+1 frames; F = feature_dim,
 A = action dims. Latent parameters: one entry per network of `networks.LATENT_NETWORKS`.
@@ -107,7 +107,8 @@ def z1_prior_on_posterior(params: dict, rollout: Rollout, actions: jax.Array,
                           nets: Networks) -> tuple[jax.Array, jax.Array]:
     """p(z1_t | z2_t-1, a_t-1) for t = 1..T, fed the POSTERIOR z2 samples: -> [B, T, z1] ×2.
 
-    Spec §3: the prior is evaluated on the posterior samples, not rolled out on its own.
+    docs/algorithm.md §3: the prior is evaluated on the posterior samples, not rolled out on its
+    own.
     """
     return apply_net(params, "z1_prior", nets, rollout.z2[:, :-1], actions)
 
@@ -127,7 +128,7 @@ def reward_mask(terminals: jax.Array) -> jax.Array:
 
 
 def elbo_loss(params: dict, batch: Batch, key: jax.Array, cfg: AgentConfig, nets: Networks):
-    """Negative ELBO (spec §3) averaged over the batch -> (loss, (metrics, features)).
+    """Negative ELBO (docs/algorithm.md §3) averaged over the batch -> (loss, (metrics, features)).
 
     loss = Σ_t KL(q(z1_t) ‖ p(z1_t)) − Σ_t log p(x_t | z_t) − Σ_t mask_t · log p(r_t | ·).
     features [B, T+1, F]: the batch's frames encoded, for SAC to reuse (`update.sac_inputs`).

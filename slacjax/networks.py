@@ -1,4 +1,4 @@
-"""Flax modules of SLAC (spec §2, §4), all built by `build` from one AgentConfig.
+"""Flax modules of SLAC (docs/algorithm.md §2, §4), all built by `build` from one AgentConfig.
 
 Glorot-uniform weights, zero biases; frames channels-last [N, 64, 64, 3] floats in [0, 1].
 """
@@ -46,7 +46,7 @@ class MLP(nn.Module):
 class GaussianHead(nn.Module):
     """MLP hidden-hidden (leaky ReLU 0.2) → diagonal Gaussian: [..., in] -> mean, std [..., dim].
 
-    std = softplus(raw) + 1e-5 (spec §2).
+    std = softplus(raw) + 1e-5 (docs/algorithm.md §2).
     """
 
     dim: int
@@ -202,7 +202,10 @@ class ConvTranspose(nn.Module):
 
 
 class Decoder(nn.Module):
-    """[N, z1 + z2] -> [N, 64, 64, 3]: the mean image; leaky ReLU after every layer (spec §2)."""
+    """[N, z1 + z2] -> [N, 64, 64, 3]: the mean image; leaky ReLU after every layer.
+
+    docs/algorithm.md §2.
+    """
 
     dtype: jnp.dtype
     seed_conv: str
@@ -246,7 +249,7 @@ class TwinCritic(nn.Module):
         return q1[..., 0], q2[..., 0]
 
 
-# The latent model's networks, by name; p(z1_0) is N(0, I) and has none (spec §2 table).
+# The latent model's networks, by name; p(z1_0) is N(0, I) and has none (docs/algorithm.md §2).
 LATENT_NETWORKS = ("encoder", "decoder", "z1_posterior_init", "z1_posterior", "z2_prior_init",
                    "z1_prior", "z2_prior", "reward")
 

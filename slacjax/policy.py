@@ -1,4 +1,4 @@
-"""Acting: the 8-frame / 7-action window of the current episode and the policy (spec §4)."""
+"""Acting: the 8-frame / 7-action window of the episode and the policy (docs/algorithm.md §4)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class History:
 
 
 def history_reset(first_frame: jax.Array, action_dim: int, sequence_length: int) -> History:
-    """Episode start: the first frame repeated, zero actions (spec §4)."""
+    """Episode start: the first frame repeated, zero actions (docs/algorithm.md §4)."""
     frames = jnp.repeat(jnp.asarray(first_frame)[None], sequence_length, axis=0)
     return History(frames=frames, actions=jnp.zeros((sequence_length - 1, action_dim)))
 

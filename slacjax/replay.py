@@ -1,4 +1,4 @@
-"""The on-device replay buffer: a ring of single frames sampled as windows (spec §1, §5).
+"""The on-device replay: a ring of single frames sampled as windows (docs/algorithm.md §1, §5).
 
 Each slot holds one frame plus the transition taken from it, so a sequence of L+1 frames is a
 window of L+1 consecutive slots: frames are stored once, never per sequence. The buffer is a

@@ -1,4 +1,4 @@
-"""SAC on the latent (spec §4) as pure loss functions.
+"""SAC on the latent (docs/algorithm.md §4) as pure loss functions.
 
 Inputs coming from the latent model (latent states z, frame features) are expected to be
 `stop_gradient`-ed by the caller: these losses train the actor, the critics and α only.

@@ -1,4 +1,4 @@
-"""The per-task table: every task slacjax knows, with its defaults (spec §6).
+"""The per-task table: every task slacjax knows, with its defaults (docs/algorithm.md §6).
 
 One place holds the action repeat, decoder variance and camera of each task; configs,
 environments and the launcher all read it through `get_task`. Nothing here imports an
@@ -56,7 +56,8 @@ class TaskSpec:
         return (0.0, 1000.0) if self.suite == "dmc" else (-math.inf, math.inf)
 
 
-# Spec §6: the six PlaNet-benchmark tasks and the Gymnasium MuJoCo tasks of the SLAC paper.
+# docs/algorithm.md §6: the six PlaNet-benchmark tasks and the Gymnasium MuJoCo tasks of the SLAC
+# paper.
 _OVERRIDES = {
     "cheetah_run": dict(action_repeat=4, decoder_var=0.1),
     "walker_walk": dict(action_repeat=2, decoder_var=0.4),

@@ -1,4 +1,4 @@
-"""The SLAC protocol (spec §5) for N seeds at once: collect → pretrain → train, evaluating.
+"""The SLAC protocol (docs/algorithm.md §5) for N seeds at once: collect, pretrain, train, evaluate.
 
 Every device pytree carries a leading seed axis (N = `seeds`, 1 by default) and every step
 is one program of `slacjax.steps` for all seeds; the host steps one env per seed. One agent

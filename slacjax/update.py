@@ -1,4 +1,4 @@
-"""The training state and the fused update step (spec §5), as pure functions.
+"""The training state and the fused update step (docs/algorithm.md §5), as pure functions.
 
 `update` computes the latent, critic, actor and α losses from the parameters before the step,
 then applies the four Adam optimisers and moves the critic targets. `slacjax.steps` jits them.

@@ -94,7 +94,7 @@ class TestElbo(chex.TestCase):
 
 
 def test_latent_loss_halves_on_a_fixed_batch():
-    # One sequence of 9 frames keeps this CPU-sized; the spec's Adam learning rate (1e-4).
+    # One sequence of 9 frames keeps this CPU-sized; the paper's Adam learning rate (1e-4).
     cfg = AgentConfig(batch_sac=1, batch_latent=1)
     params = init_params(cfg, ACTION_DIM, jax.random.PRNGKey(0))
     batch = to_device(smooth_batch(2, batch_size=1))

@@ -1,4 +1,4 @@
-"""The shipped SLAC reference curves against the spec's table (§6, taken from the same files)."""
+"""The shipped SLAC reference curves against the table in docs/algorithm.md §6 (same files)."""
 
 import csv
 import importlib.util
@@ -10,7 +10,7 @@ import pytest
 
 from slacjax import reference, tasks
 
-# ../shared/SLAC_SPEC.md §6: task -> (action repeat, decoder_var, SLAC 100k, SLAC 500k), the
+# docs/algorithm.md §6: task -> (action repeat, decoder_var, SLAC 100k, SLAC 500k), the
 # authors' data/slac/*.csv at 08fb13a, mean over the 10 trials at exactly that env step.
 SPEC = {
     "cheetah_run": (4, 0.1, 414, 707),
@@ -33,7 +33,7 @@ def test_reference_reproduces_the_spec_table(task):
     for step, spec_value in ((100_000, at_100k), (500_000, at_500k)):
         trials = curve.returns_at(step)
         assert trials.size == 10
-        # The spec's integers round the mean up or to the nearest (413.499 is 414 there).
+        # The table's integers round the mean up or to the nearest (413.499 is 414 there).
         assert math.floor(trials.mean()) <= spec_value <= math.ceil(trials.mean())
         assert reference.mean_at(task, step) == pytest.approx(trials.mean(), abs=0.01)
 

@@ -6,7 +6,7 @@
 set -u
 for round in 1 2 3; do
   echo "== round $round port"
-  PEER_DIR=.peer/slac.pytorch .peer/venv/bin/python ../shared/peer/bench_peer.py --iters 5 --warmup 1 --threads 2 2>&1 | tail -1
+  PEER_DIR=.peer/slac.pytorch .peer/venv/bin/python "$PEER_BENCH" --iters 5 --warmup 1 --threads 2 2>&1 | tail -1
   for side in A B; do
     echo "== round $round slacjax $side"
     (cd "${!side}" && JAX_PLATFORMS=cpu /work/main/.venv/bin/python -m experiments.bench --iters 5 --warmup 1 --capacity 10000 2>&1 | tail -1)

@@ -6,7 +6,8 @@ returns from a formula, no training — to try `experiments.report` or show its 
 
 Per task and seed, the stochastic return at env step t is R (1 − exp(−t / τ)) plus noise
 (R and τ per task, fixed below), the greedy one a little higher; wall-clock time grows
-linearly with the agent steps. Nothing here is a measured result.
+linearly with the agent steps. Nothing here is a measured result: each config.yaml names the
+implementation `SYNTHETIC`, so the report's legends say so.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ TASKS = {
     "cartpole_swingup": (4, 800, 90_000),
     "reacher_easy": (4, 800, 120_000),
 }
+# What experiments.report labels the curves with (config.yaml's `implementation`).
+IMPLEMENTATION = "SYNTHETIC (a formula, no training)"
 EVAL_EVERY = 10_000
 SECONDS_PER_AGENT_STEP = 0.01
 
@@ -36,7 +39,8 @@ def write_seed(run_dir: pathlib.Path, task: str, seed: int, env_steps: int) -> N
     rng = np.random.default_rng([seed, list(TASKS).index(task)])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(
-        dict(task=task, seed=seed, seeds=1, action_repeat=None, env_steps=env_steps)))
+        dict(task=task, seed=seed, seeds=1, action_repeat=None, env_steps=env_steps,
+             implementation=IMPLEMENTATION)))
     rows = []
     for step in range(0, env_steps + 1, EVAL_EVERY):
         level = plateau * (1 - np.exp(-step / tau))

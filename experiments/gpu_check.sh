@@ -1,52 +1,76 @@
 #!/usr/bin/env bash
-# The GPU proof in one script: the 100k-env-step cheetah_run with the protocol's defaults first
-# (it is what must finish inside the time budget), then as many benchmarks as the budget still
-# allows. On the offline GPU machine, from the repo root:
+# The GPU check: the paper's protocol for 100k env steps of cheetah_run, then the update-step
+# benchmarks and profiles, into one dated results folder. On any machine with an NVIDIA GPU,
+# after the README's GPU install (`make setup`, then JAX's CUDA wheels into .venv), from the
+# repository root:
 #
-#   source .whl/bootstrap.sh; bash experiments/gpu_check.sh "$OUT"
+#   bash experiments/gpu_check.sh                  # -> benchmarks/results/gpu-<date>/
+#   bash experiments/gpu_check.sh OUT_DIR
 #
-# Every step has its own time limit and the whole script stops at BUDGET_S seconds (default
-# 570), so what finished always comes back. The output folder gets at most 8 files (the device
-# tool returns no more): log.txt (this script's log, the machine, each step's exit and the
-# benchmarks' JSON lines), metrics.jsonl, learning_curve.png and config.yaml of the run, its
-# report.md next to the paper (experiments.report), and results.tar.gz with every step's full
-# output, the run's pictures and the report's figures (no checkpoints).
+# OUT_DIR gets: log.txt (the machine, every step's command, exit status and wall time, the
+# benchmarks' JSON lines), NAME.txt (each step's full output), bench.jsonl (every benchmark's
+# and profile's JSON line), the run's config.yaml, metrics.jsonl, learning_curve.png,
+# diagnostics.png and media/, report/ (`experiments.report` of the run: its return at 100k
+# beside the paper's) and summary.md (update times, kernels per latent update, the run's
+# wall-clock by phase; scripts/gpu_check_summary.py). Checkpoints stay out of it.
 #
-# STEPS="run profile_latent ..." picks and orders the steps (names below); RUN_ARGS="k=v ..."
-# replaces the run's overrides. SLACJAX_GPU_CHECK_TINY=1 runs everything at toy sizes: the CPU
-# dry run of this script.
+# The whole list takes about 40 minutes on an H100. Environment:
+#   STEPS="run bench_fp32_k1 ..."  which steps, in that order (names in the `case` below)
+#   RUN_ARGS="k=v ..."             replaces the run's overrides (e.g. env_steps=30000)
+#   LIMIT_S=N                      stop starting steps after N seconds; a running step is
+#                                  stopped at N (the run at a checkpoint: rerun to resume)
+#   PYTHON=path                    the interpreter (default .venv/bin/python, else python3)
+#   SLACJAX_GPU_CHECK_TINY=1       toy sizes, no GPU needed: a dry run of this script on a CPU
 set -uo pipefail
-out=${1:?usage: gpu_check.sh OUTPUT_DIR}
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results/gpu-$(date +%Y-%m-%d-%H%M)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-work=$(mktemp -d /tmp/gpu_check.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
-budget=${BUDGET_S:-570}
+limit_total=${LIMIT_S:-0}
 tiny=${SLACJAX_GPU_CHECK_TINY:-0}
-export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/slacjax-jax-cache}
+if [ -n "${PYTHON:-}" ]; then py=$PYTHON
+elif [ -x .venv/bin/python ]; then py=.venv/bin/python
+else py=python3; fi
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$work/jax-cache}
+export MUJOCO_GL=${MUJOCO_GL:-egl}
 export PYTHONUNBUFFERED=1
 
 log() { echo "[$(date +%T) +$(( $(date +%s) - start ))s] $*" | tee -a "$out/log.txt"; }
-left() { echo $(( budget - ($(date +%s) - start) )); }
 
-# step NAME LIMIT_S COMMAND...: runs COMMAND with at most min(LIMIT_S, time left), its output
-# in NAME.txt; a benchmark's last line (its JSON) goes into the log.
+# step NAME LIMIT_S COMMAND...: runs COMMAND for at most LIMIT_S seconds (and within LIMIT_S
+# of the whole script, when set), its output in NAME.txt; a benchmark's last line, its JSON,
+# goes into the log and bench.jsonl.
 step() {
   local name=$1 limit=$2; shift 2
-  local avail; avail=$(left)
-  (( avail < limit )) && limit=$avail
-  if (( limit < 30 )); then log "skip $name: out of time"; return; fi
+  if (( limit_total > 0 )); then
+    local left=$(( limit_total - ($(date +%s) - start) ))
+    (( left < limit )) && limit=$left
+    if (( limit < 30 )); then log "skip $name: LIMIT_S reached"; return; fi
+  fi
   log "run $name (limit ${limit}s): $*"
-  timeout --signal=INT --kill-after=20 "$limit" "$@" > "$work/$name.txt" 2>&1
-  log "done $name: exit $?"
-  case $name in bench*|profile*) log "json $name: $(tail -n 1 "$work/$name.txt")" ;; esac
+  local began=$(date +%s)
+  timeout --signal=INT --kill-after=30 "$limit" "$@" > "$out/$name.txt" 2>&1
+  local status=$?
+  log "done $name: exit $status, $(( $(date +%s) - began ))s"
+  case $name in
+    bench*|profile*)
+      local json; json=$(tail -n 1 "$out/$name.txt")
+      log "json $name: $json"
+      [[ $json == "{"* ]] && echo "{\"step\": \"$name\", \"result\": $json}" >> "$out/bench.jsonl"
+      ;;
+  esac
 }
 
 {
+  date -u +"date %Y-%m-%dT%H:%M:%SZ"
+  git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /'
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
     || echo "no nvidia-smi"
-  python3 -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
-  nproc
+  "$py" -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
+  echo "cpu cores $(nproc)"
 } 2>&1 | while read -r line; do log "machine: $line"; done
 
 if [ "$tiny" = 1 ]; then
@@ -56,54 +80,66 @@ if [ "$tiny" = 1 ]; then
   env_steps=20
   run_args=(preset=smoke)
 else
+  if ! "$py" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"; then
+    log "no GPU: JAX runs on '$("$py" -c 'import jax; print(jax.default_backend())')'." \
+        "Install JAX's CUDA wheels first (README, Install), or SLACJAX_GPU_CHECK_TINY=1 for a dry run"
+    exit 2
+  fi
   sizes=(--iters 30 --warmup 3)
   seed_sizes=(--iters 10 --warmup 2)
   profile_sizes=(--steps 20)
   env_steps=1000
-  # The protocol's defaults (random collection of 10k env steps = 2,500 agent steps at action
-  # repeat 4, 100k pretraining updates, then 1 env step + 1 fused update per agent step:
-  # 22,500 training agent steps to 100k env steps), evaluated once, at 100k env steps (10 + 10
-  # episodes, ~12 s): at the measured rates (collection ~8 s, pretraining 309 s at 324
-  # updates/s, training ~205 s at ~110 agent steps/s, start-up ~40 s) more evaluations would
-  # not fit 9.5 minutes. Pretraining dispatches one update per call (the 324 updates/s rate).
-  run_args=(env_steps=100000 eval_every=100000 checkpoint_every=100000
-            pretrain_updates_per_dispatch=1 pretrain_log_every=5000 log_every=2000)
+  # The paper's protocol to 100k env steps (10k env steps of random collection = 2,500 agent
+  # steps at action repeat 4, 100k pretraining updates, then 1 env step + 1 fused update per
+  # agent step, evaluations of 10 + 10 episodes every 10k env steps). Pretraining dispatches
+  # one update per call, the setting of BENCHMARKS.md's H100 rates.
+  run_args=(env_steps=100000 checkpoint_every=100000 pretrain_updates_per_dispatch=1
+            pretrain_log_every=5000 log_every=2000)
 fi
 if [ -n "${RUN_ARGS:-}" ]; then read -ra run_args <<< "$RUN_ARGS"; fi
 
-for name in ${STEPS:-run profile_latent bench_seeds5_loop bench_fp32_k10}; do
+all_steps="run bench_fp32_k1 bench_fp32_k10 bench_bf16_k10 profile_latent profile_latent_compiled
+  profile_fused bench_seeds5_loop bench_seeds5_patches bench_seeds5_grouped bench_k1_phase_grads
+  bench_k1_gemm bench_env_default bench_env_fast"
+for name in ${STEPS:-$all_steps}; do
   case $name in
-    run) step run $(left) python3 -m experiments.run task=cheetah_run \
-           run_dir="$work/cheetah_run" progress=false wandb.enabled=false "${run_args[@]}" ;;
-    bench_fp32_k1) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 1 ;;
-    bench_fp32_k10) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 10 ;;
-    bench_fp32_k100) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 100 --iters 3 ;;
-    bench_k1_phase_grads) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 1 \
+    run) step run 3600 "$py" -m experiments.run task=cheetah_run run_dir="$work/cheetah_run" \
+           progress=false wandb.enabled=false "${run_args[@]}" ;;
+    bench_fp32_k1) step "$name" 300 "$py" -m experiments.bench "${sizes[@]}" --scan 1 ;;
+    bench_fp32_k10) step "$name" 300 "$py" -m experiments.bench "${sizes[@]}" --scan 10 ;;
+    bench_bf16_k10) step "$name" 300 "$py" -m experiments.bench "${sizes[@]}" --scan 10 \
+                      --dtype bfloat16 ;;
+    bench_k1_phase_grads) step "$name" 300 "$py" -m experiments.bench "${sizes[@]}" --scan 1 \
                             --formulation phase_grads ;;
-    bench_k1_gemm) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 1 \
+    bench_k1_gemm) step "$name" 300 "$py" -m experiments.bench "${sizes[@]}" --scan 1 \
                      --formulation gemm ;;
-    bench_bf16_k10) step "$name" 150 python3 -m experiments.bench "${sizes[@]}" --scan 10 --dtype bfloat16 ;;
-    bench_seeds5_*) step "$name" 240 python3 -m experiments.bench "${seed_sizes[@]}" --seeds 5 \
+    bench_seeds5_*) step "$name" 600 "$py" -m experiments.bench "${seed_sizes[@]}" --seeds 5 \
                       --seed-conv "${name#bench_seeds5_}" ;;
-    profile_latent) step "$name" 90 python3 -m benchmarks.profile_update --what latent \
-                      "${profile_sizes[@]}" ;;
-    profile_fused) step "$name" 120 python3 -m benchmarks.profile_update --what fused \
+    profile_latent) step "$name" 300 "$py" -m benchmarks.profile_update --what latent \
+                      --call jit "${profile_sizes[@]}" ;;
+    profile_latent_compiled) step "$name" 300 "$py" -m benchmarks.profile_update --what latent \
+                               --call compiled "${profile_sizes[@]}" ;;
+    profile_fused) step "$name" 300 "$py" -m benchmarks.profile_update --what fused \
                      "${profile_sizes[@]}" ;;
-    bench_env_default) step "$name" 60 python3 -m experiments.bench_env task=cheetah_run \
+    bench_env_default) step "$name" 300 "$py" -m experiments.bench_env task=cheetah_run \
                          steps=$env_steps render_quality=default ;;
-    bench_env_fast) step "$name" 60 python3 -m experiments.bench_env task=cheetah_run \
+    bench_env_fast) step "$name" 300 "$py" -m experiments.bench_env task=cheetah_run \
                       steps=$env_steps render_quality=fast ;;
     *) log "unknown step $name" ;;
   esac
 done
 
 run_dir="$work/cheetah_run"
-# The run next to the paper's curve and its 100k figure (report.md; its PNGs in the archive).
-[ -f "$run_dir/metrics.jsonl" ] && python3 -m experiments.report "$run_dir" \
-  out="$work/report" >> "$out/log.txt" 2>&1 && cp "$work/report/report.md" "$out/"
-for file in metrics.jsonl learning_curve.png config.yaml; do
-  [ -f "$run_dir/$file" ] && cp "$run_dir/$file" "$out/"
-done
-log "finished in $(( $(date +%s) - start ))s"
-tar -czf "$out/results.tar.gz" -C "$work" --exclude=checkpoints --exclude=wandb . 2>/dev/null
-rm -rf "$work"
+if [ -f "$run_dir/metrics.jsonl" ]; then
+  for file in config.yaml metrics.jsonl learning_curve.png diagnostics.png; do
+    [ -f "$run_dir/$file" ] && cp "$run_dir/$file" "$out/"
+  done
+  [ -d "$run_dir/media" ] && cp -r "$run_dir/media" "$out/"
+  # The run beside the paper's curve and its 100k figure (fails, saying why, without an
+  # evaluation).
+  "$py" -m experiments.report "$run_dir" out="$out/report" >> "$out/log.txt" 2>&1 \
+    || log "no report (see above)"
+fi
+"$py" scripts/gpu_check_summary.py "$out" > "$out/summary.md" 2>> "$out/log.txt" \
+  && cat "$out/summary.md"
+log "finished in $(( $(date +%s) - start ))s; results in $out"

@@ -147,3 +147,25 @@ def test_bad_flags_and_run_dirs_are_named(tmp_path, monkeypatch, capsys):
         assert stop.value.code == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert named in error and other not in error
+
+
+def test_check_verdicts_rate_interval_and_rule(tmp_path, capsys):
+    from benchmarks import check_verdicts
+
+    low, high = check_verdicts.clopper_pearson(9, 10)
+    assert low == pytest.approx(0.5550, abs=1e-4) and high == pytest.approx(0.9975, abs=1e-4)
+    assert check_verdicts.clopper_pearson(0, 5)[0] == 0.0
+    assert check_verdicts.clopper_pearson(5, 5)[1] == 1.0
+    run_dirs = []
+    for seed, learned in enumerate([True, True, False, True]):
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        (run_dir / "learning_check.json").write_text(json.dumps(dict(
+            seed=seed, mean_return=150.0, threshold=120.0, margin=30.0, learned=learned,
+            seconds=60.0 * (seed + 10))))
+        run_dirs.append(str(run_dir))
+    assert check_verdicts.main([*run_dirs, "--any-of", "2"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["learned"] == 3 and row["rate"] == 0.75
+    assert row["rule_fails"] == pytest.approx(0.0625)
+    assert row["median_minutes"] == pytest.approx(11.5)

@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-latent", type=int, default=8, help="the port's batch_size_latent")
     p.add_argument("--lr-latent", type=float, default=1e-4,
                    help="the port's lr_latent (its default and the paper's: 1e-4)")
+    p.add_argument("--lr-sac", type=float, default=3e-4,
+                   help="the port's lr_sac: its critic's, actor's and temperature's Adam "
+                        "(its default and the paper's: 3e-4)")
+    p.add_argument("--lr-alpha", type=float, default=None,
+                   help="the temperature's Adam lr, when it differs from --lr-sac (slacjax's "
+                        "agent.lr_alpha beside agent.lr_critic = agent.lr_actor)")
     p.add_argument("--latent-grad-clip", type=float, default=0.0,
                    help="clip the latent model's gradient to this global norm before its "
                         "Adam step, as slacjax's agent.latent_grad_clip (0: off, the port's)")
@@ -128,6 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--pretrain-updates must be >= 0 and --init-alpha > 0")
     if args.lr_latent <= 0 or args.latent_grad_clip < 0:
         p.error("--lr-latent must be > 0 and --latent-grad-clip >= 0")
+    if args.lr_sac <= 0 or (args.lr_alpha is not None and args.lr_alpha <= 0):
+        p.error("--lr-sac and --lr-alpha must be > 0")
     if args.episode_env_steps is not None and args.episode_env_steps <= 0:
         p.error("--episode-env-steps must be positive")
     return args
@@ -356,7 +364,10 @@ class PeerRun:
             state_shape=self.frame_shape, action_shape=(self.action_dim,),
             action_repeat=self.repeat, device=torch.device("cpu"), seed=args.seed,
             batch_size_sac=args.batch_sac, batch_size_latent=args.batch_latent,
-            buffer_size=args.replay_capacity, lr_latent=args.lr_latent)
+            buffer_size=args.replay_capacity, lr_latent=args.lr_latent, lr_sac=args.lr_sac)
+        if args.lr_alpha is not None:
+            for group in self.algo.optim_alpha.param_groups:
+                group["lr"] = args.lr_alpha
         set_init_alpha(self.algo, args.init_alpha, torch)
         if args.latent_grad_clip > 0:
             clip_latent_gradient(self.algo, args.latent_grad_clip, torch)

@@ -6,9 +6,10 @@ step. orbax writes each into a temporary directory and renames it when complete;
 `keep` are kept. Then `FILES` records every file's size and CRC-32: orbax restores a truncated
 or altered file without a word in some cases (a cut tail, a flipped byte), so a restore checks
 them first and names what differs (missing, empty, shorter, grown, content).
-`restore_newest` falls back past damaged checkpoints, moving each to `<number>.corrupt` (which
-orbax does not list). A failed save removes its partial files and raises
-`CheckpointWriteError`, one line with the OS error and the free space.
+`restore_newest` falls back past damaged checkpoints (their files, the record itself, a meta
+the caller finds of another shape), moving each to `<number>.corrupt` (which orbax does not
+list). A failed save removes its partial files and raises `CheckpointWriteError`, one line
+with the OS error and the free space, whichever of orbax's threads failed.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 import zlib
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
-from slacjax import parallel
+from slacjax import durable, parallel
 
 CHECKPOINT_DIR = "checkpoints"
 FILES = "slacjax_files.json"  # inside each checkpoint: {relative path: [size, crc32]}
@@ -47,6 +49,11 @@ class CheckpointWriteError(Exception):
     """A checkpoint that could not be written (disk full, read-only); one line for the user."""
 
 
+class CheckpointRefused(Exception):
+    """An intact checkpoint the caller must not use (of another run, or written by a newer
+    slacjax): raised by `restore_newest`'s `abstract_for`, then named with the checkpoint."""
+
+
 class _QuietOrbax(logging.Filter):
     """Drops orbax's own log records below CRITICAL: on a failed write it logs a traceback per
     thread (244 of them for one full disk); the caller reports the failure in one line."""
@@ -57,7 +64,19 @@ class _QuietOrbax(logging.Filter):
         return record.levelno >= logging.CRITICAL or not record.pathname.startswith(self._package)
 
 
+class _QuietOrbaxFutures(logging.Filter):
+    """Drops asyncio's 'exception was never retrieved' records of orbax's futures: after one
+    write of a failed save raised, orbax leaves the others' errors unread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.exc_info[2] is None:
+            return True
+        frames = traceback.extract_tb(record.exc_info[2])
+        return not any(frame.filename.startswith(_QuietOrbax._package) for frame in frames)
+
+
 logging.getLogger("absl").addFilter(_QuietOrbax())
+logging.getLogger("asyncio").addFilter(_QuietOrbaxFutures())
 
 
 def _drop_orbax_leftovers(hook: Callable) -> Callable:
@@ -168,18 +187,17 @@ def damage(directory: pathlib.Path) -> str | None:
     does, and how many others) -> None if it does not, or if it has no record (written before
     records existed, or killed between rename and record) but some files."""
     try:
-        text = (directory / FILES).read_text()
+        data = (directory / FILES).read_bytes()
     except FileNotFoundError:
         return "its folder is empty" if not any(directory.rglob("*")) else None
     except OSError as error:
         return f"{FILES} is unreadable ({os_error_of(error)})"
-    if not text:
+    if not data:
         sizes = [path.stat().st_size for path in directory.rglob("*") if path.is_file()]
         return "every file in it is empty" if not any(sizes) else f"{FILES} is empty"
-    try:
-        recorded = json.loads(text)
-    except ValueError:
-        return f"{FILES} is unreadable (not JSON)"
+    recorded, why = _read_record(data)
+    if why is not None:
+        return f"{FILES} is unreadable ({why})"
     try:
         found = _file_sums(directory)
     except OSError as error:  # a disk error, or a file that is not ours to read
@@ -190,6 +208,22 @@ def damage(directory: pathlib.Path) -> str | None:
         return None
     others = len(problems) - 1
     return problems[0] + (f"; {others} other file{'s' * (others > 1)} too" if others else "")
+
+
+def _read_record(data: bytes) -> tuple[dict[str, list[int]] | None, str | None]:
+    """A `FILES` record's bytes -> ({relative path: [size, crc32]}, None), or (None, why not)."""
+    try:
+        recorded = json.loads(data.decode())
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(recorded, dict) or not all(
+            isinstance(sums, list) and len(sums) == 2
+            and all(isinstance(value, int) and not isinstance(value, bool) for value in sums)
+            for sums in recorded.values()):
+        return None, "not a record of file sizes and CRC-32s"
+    return recorded, None
 
 
 def meta_damage(directory: pathlib.Path) -> str | None:
@@ -213,17 +247,6 @@ def meta_damage(directory: pathlib.Path) -> str | None:
     return None
 
 
-def _free_space(directory: pathlib.Path) -> str:
-    """'12.3 MiB free' on the file system of `directory` (or its nearest existing parent)."""
-    while not directory.exists() and directory.parent != directory:
-        directory = directory.parent
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return "free space unknown"
-    return f"{free / 2**20:.1f} MiB free"
-
-
 class Checkpoints:
     """The `checkpoints/` directory of one run dir.
 
@@ -235,6 +258,7 @@ class Checkpoints:
                  say: Callable[[str], Any] = print):
         self.directory = pathlib.Path(run_dir).resolve() / CHECKPOINT_DIR
         self.read_only = read_only
+        self.failed_save = False
         if not read_only:
             for partial in self._partial_dirs():
                 shutil.rmtree(partial)
@@ -271,6 +295,7 @@ class Checkpoints:
         previous = self.latest()
         number = 0 if previous is None else previous + 1
         path = self.path(number)
+        self.failed_save = False
         try:
             self.manager.save(number, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), replay=ocp.args.StandardSave(replay),
@@ -280,6 +305,7 @@ class Checkpoints:
             record.write_text(json.dumps(_file_sums(path)))
             os.replace(record, path / FILES)
         except Exception as error:
+            self.failed_save = True
             os_error = os_error_of(error)
             if os_error is None:  # not the file system: a bug, with its traceback
                 self._remove_partial(number)
@@ -289,7 +315,7 @@ class Checkpoints:
         self._remove_partial(number)
         kept = "no earlier checkpoint" if previous is None else f"{self.path(previous)} is intact"
         raise CheckpointWriteError(f"could not write checkpoint {path}: {os_error} "
-                                   f"({_free_space(self.directory)}); {kept}")
+                                   f"({durable.free_space(self.directory)}); {kept}")
 
     def _remove_partial(self, number: int) -> None:
         """Removes what a failed save of `number` left (including a renamed but unrecorded
@@ -299,7 +325,10 @@ class Checkpoints:
         deadline = time.monotonic() + _WRITER_WAIT_S
         for thread in threading.enumerate():
             if type(thread).__module__.startswith("orbax."):
-                thread.join(max(0.0, deadline - time.monotonic()))
+                try:  # orbax's threads raise their own error again when joined
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001  (the save's error is already in hand)
+                    continue
         for partial in self._partial_dirs() + [self.path(number)]:
             shutil.rmtree(partial, ignore_errors=True)
         self.manager.reload()
@@ -349,17 +378,20 @@ class Checkpoints:
             return None, failure
         return (restored["state"], restored.get("replay"), restored["meta"]), None
 
-    def restore_newest(self, abstract_for: Callable[[dict], tuple], say: Callable[[str], Any]
-                       = print) -> tuple[int, Any, Any, dict] | None:
+    def restore_newest(self, abstract_for: Callable[[dict], tuple | None],
+                       say: Callable[[str], Any] = print) -> tuple[int, Any, Any, dict] | None:
         """The newest checkpoint that restores completely -> (number, state, replay, meta), or
         None if there is none.
 
-        `abstract_for(meta)` -> (abstract state, abstract replay or None); what it raises
-        propagates. A damaged checkpoint (a file missing, empty, shorter or longer than
-        recorded, or of its size with another CRC-32; an empty folder; a meta file missing,
-        empty or not JSON; for one without a `FILES` record, any read error) is skipped with
-        one line through `say` and moved to `<number>.corrupt` (left in place when read-only).
-        An intact one that does not restore (another shape) raises CheckpointError.
+        `abstract_for(meta)` -> (abstract state, abstract replay or None), or None to pass the
+        checkpoint over without a word; it raises CheckpointError for a meta of another shape
+        (damage) and CheckpointRefused for a checkpoint that must not be used (raised again
+        here, naming the checkpoint). A damaged checkpoint (a file missing, empty, shorter or
+        longer than recorded, or of its size with another CRC-32; its record unreadable; an
+        empty folder; a meta file missing, empty, not JSON or of another shape; for one
+        without a `FILES` record, any read error) is skipped with one line through `say` and
+        moved to `<number>.corrupt` (left in place when read-only). An intact one that does
+        not restore (another shape) raises CheckpointError.
         """
         for number in reversed(self.numbers()):
             path = self.path(number)
@@ -370,7 +402,17 @@ class Checkpoints:
                 except CheckpointError:
                     why = meta_damage(path) or "unreadable meta"
             if why is None:
-                restored, failure = self._read(number, *abstract_for(meta))
+                try:
+                    abstract = abstract_for(meta)
+                except CheckpointError as error:
+                    why = str(error)
+                except CheckpointRefused as error:
+                    raise CheckpointRefused(f"checkpoint {path} {error}") from None
+                else:
+                    if abstract is None:
+                        continue
+            if why is None:
+                restored, failure = self._read(number, *abstract)
                 if failure is None:
                     return (number, *restored)
                 if (path / FILES).exists():
@@ -397,4 +439,9 @@ class Checkpoints:
         return f"moved to {target.name}"
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.manager.close()
+        except Exception:  # noqa: BLE001
+            if not self.failed_save:
+                raise
+            # orbax's threads of the failed save raise its error again; it was reported.

@@ -8,6 +8,11 @@ works where it is absent.
 A row is complete once its newline is written: each is appended with one `write` of the whole
 line, so a kill or a full disk can leave at most a torn last line (no newline), which readers
 skip and a resume drops. A bad line anywhere else is an error naming the file and line.
+
+Rows are as durable as checkpoints: before a checkpoint is written the log is synced to disk,
+and the checkpoint records how many rows each log held and the last `TAIL_ROWS` of them. A
+resume keeps the rows the checkpoint counted, puts back from its record those the file lost
+(a torn last row, a deleted file), and says in one line what it could not put back.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import os
 import pathlib
 import sys
 import time
+from collections import deque
 
 from tqdm import tqdm
 
+from slacjax import durable
+
 METRICS_FILE = "metrics.jsonl"
+TAIL_ROWS = 32  # the last rows of each log a checkpoint records, to redo what a file loses
 
 
 class MetricsError(ValueError):
@@ -109,6 +118,39 @@ def append_line(path: pathlib.Path, data: bytes) -> None:
         os.close(fd)
 
 
+@dataclasses.dataclass(frozen=True)
+class LoggedRows:
+    """What a checkpoint records of one log: how many rows it held, and the last of them
+    (at most TAIL_ROWS lines, without their newlines)."""
+
+    count: int
+    tail: tuple[str, ...] = ()
+
+
+def _spans(first: int, last: int) -> str:
+    """Rows `first`..`last` (1-based) in words: 'row 8', 'rows 3-8'."""
+    return f"row {first}" if first == last else f"rows {first}-{last}"
+
+
+def repair_line(path: pathlib.Path, recorded: int, held: int, torn: TornLine | None,
+                restored: int, lost: int) -> str:
+    """The one line a resume says when `path` holds fewer of the `recorded` rows than the
+    checkpoint counted: `held` of them were there, the next `lost` could not be put back, the
+    `restored` after those came from the checkpoint's record."""
+    if not path.exists() and held == 0:
+        state = f"{path} is missing ({recorded} rows recorded)"
+    else:
+        cut = f", line {torn.line} half-written" if torn is not None else ""
+        state = f"{path} held {held} of the {recorded} rows the checkpoint recorded{cut}"
+    parts = []
+    if restored:
+        parts.append(f"restored {_spans(recorded - restored + 1, recorded)} from the checkpoint")
+    if lost:
+        parts.append(f"{_spans(held + 1, held + lost)} could not be restored (the checkpoint "
+                     f"keeps the last {TAIL_ROWS} only)")
+    return f"{state}: {'; '.join(parts)}"
+
+
 def _json_value(value):
     # Non-finite floats are not JSON; write them as strings so a NaN row stays readable.
     if isinstance(value, float) and not math.isfinite(value):
@@ -118,34 +160,65 @@ def _json_value(value):
 
 class MetricsLog:
     """Appends rows to `<run_dir>/metrics.jsonl` (one `write` per row, nothing buffered) and
-    mirrors them to wandb."""
+    mirrors them to wandb; `synced` makes them durable for a checkpoint."""
 
     def __init__(self, run_dir: pathlib.Path, wandb_run=None):
         self.path = pathlib.Path(run_dir) / METRICS_FILE
-        self.rows_written = len(read_rows(run_dir))
+        metrics = read_metrics(run_dir)
+        self.rows_written = len(metrics.rows)
+        self.tail = deque((line[:-1].decode() for line in metrics.lines[-TAIL_ROWS:]),
+                          maxlen=TAIL_ROWS)
         self.wandb_run = wandb_run
+        self.directory_synced = False
 
-    def truncate(self, num_rows: int) -> None:
-        """Keeps the first `num_rows` rows: what a resumed run redoes must not appear twice. A
-        torn last line is dropped, with one line saying so."""
+    def truncate(self, num_rows: int, tail: tuple[str, ...] = (), say=print) -> None:
+        """Leaves the file holding the `num_rows` rows a checkpoint counted, `tail` being the
+        last of them as it recorded them: rows after those are dropped (the resumed run redoes
+        them) and so is a torn last line, saying so; rows the file lost are put back from
+        `tail`, and what is not there is said in one line."""
         metrics = read_metrics(self.path.parent)
-        if metrics.torn is not None:
-            print(f"dropped {metrics.torn}", flush=True)
         lines = metrics.lines[:num_rows]
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_bytes(b"".join(lines))
-        os.replace(temporary, self.path)
+        held = len(lines)
+        first_in_tail = num_rows - len(tail)
+        restored = tail[max(held - first_in_tail, 0):] if held < num_rows else ()
+        lost = max(first_in_tail - held, 0) if held < num_rows else 0
+        if held < num_rows:
+            say(repair_line(self.path, num_rows, held, metrics.torn, len(restored), lost))
+        elif metrics.torn is not None:
+            say(f"dropped {metrics.torn}")
+        lines += [(line + "\n").encode() for line in restored]
+        if lines != metrics.lines or metrics.torn is not None or not self.path.exists():
+            durable.write_bytes(self.path, b"".join(lines))
         self.rows_written = len(lines)
+        self.tail = deque((line[:-1].decode() for line in lines[-TAIL_ROWS:]), maxlen=TAIL_ROWS)
 
     def write(self, row: dict) -> None:
         row = {key: _json_value(value) for key, value in row.items()}
-        append_line(self.path, (json.dumps(row) + "\n").encode())
+        line = json.dumps(row)
+        try:
+            append_line(self.path, (line + "\n").encode())
+        except OSError as error:
+            raise durable.write_error(self.path, durable.os_error_text(error)) from None
         self.rows_written += 1
+        self.tail.append(line)
         if self.wandb_run is not None:
             # Scalars only: an evaluation's per-episode lists stay in the file.
             self.wandb_run.log({f"{row['phase']}/{key}" if key not in ("env_step", "phase")
                                 else key: value for key, value in row.items()
                                 if key != "phase" and not isinstance(value, list)})
+
+    def synced(self) -> LoggedRows:
+        """Flushes the rows written so far to the disk -> what a checkpoint records of them
+        (WriteError if the disk refuses)."""
+        if self.path.exists():
+            try:
+                durable.sync_file(self.path)
+                if not self.directory_synced:  # the file's own entry, once
+                    durable.sync_directory(self.path.parent)
+                    self.directory_synced = True
+            except OSError as error:
+                raise durable.write_error(self.path, durable.os_error_text(error)) from None
+        return LoggedRows(self.rows_written, tuple(self.tail))
 
     def close(self) -> None:
         if self.wandb_run is not None:

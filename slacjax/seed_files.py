@@ -9,10 +9,16 @@ import time
 import numpy as np
 from omegaconf import OmegaConf
 
-from slacjax import logger, plots
+from slacjax import durable, logger, plots
 from slacjax.config import ExperimentConfig
-from slacjax.run_dir import (CONFIG_FILE, CURVE_FILE, DIAGNOSTICS_FILE, MEDIA_DIR, LaunchError,
-                             seed_directory)
+from slacjax.run_dir import (
+    CONFIG_FILE,
+    CURVE_FILE,
+    DIAGNOSTICS_FILE,
+    MEDIA_DIR,
+    LaunchError,
+    seed_directory,
+)
 
 
 @dataclasses.dataclass
@@ -28,27 +34,30 @@ class RunFiles:
     """The seeds' files of a run, in seed order (`seeds` [N] SeedFiles)."""
 
     def __init__(self, run_dir: pathlib.Path, cfg: ExperimentConfig, seeds: list[int],
-                 log_rows: list[int] | None):
-        """Makes each seed's directory and opens its metrics log. A resumed run passes
-        `log_rows`, the rows its checkpoint counted per seed: what it redoes must not appear
-        twice. LaunchError for a metrics file with a bad line."""
+                 log_rows: list[logger.LoggedRows] | None):
+        """Makes each seed's directory, removes what writers killed mid-write left there, and
+        opens its metrics log. A resumed run passes `log_rows`, what its checkpoint recorded
+        of each seed's log: what the run redoes must not appear twice, what the file lost is
+        put back. LaunchError for a metrics file with a bad line; WriteError."""
         self.run_dir, self.cfg = run_dir, cfg
         self.seeds: list[SeedFiles] = []
         for index, seed in enumerate(seeds):
             directory = seed_directory(run_dir, cfg, index)
-            directory.mkdir(exist_ok=True)
+            make_directory(directory)
+            for folder in (directory, directory / MEDIA_DIR):
+                durable.remove_partials(folder)
             try:
                 log = logger.MetricsLog(directory)
                 if log_rows is not None:
-                    log.truncate(log_rows[index])
+                    log.truncate(log_rows[index].count, log_rows[index].tail)
             except logger.MetricsError as error:
                 raise LaunchError(f"{error}; repair or delete that line to resume, or pass "
                                   "overwrite=true to start over") from None
             self.seeds.append(SeedFiles(seed, directory, log))
 
-    def rows_written(self) -> list[int]:
-        """The rows each seed's log holds ([N]: what a checkpoint records)."""
-        return [files.log.rows_written for files in self.seeds]
+    def synced_rows(self) -> list[logger.LoggedRows]:
+        """Each seed's rows flushed to the disk -> what a checkpoint records of them ([N])."""
+        return [files.log.synced() for files in self.seeds]
 
     def write_rows(self, rows: list[dict]) -> None:
         """One row per seed (rows [N])."""
@@ -88,7 +97,7 @@ class RunFiles:
         replay sequence ([N, T+1, H, W, 3] each) as `name`.png and .gif in its media dir."""
         for index, files in enumerate(self.seeds):
             media = files.directory / MEDIA_DIR
-            media.mkdir(exist_ok=True)
+            make_directory(media)
             plots.reconstruction_strip(
                 plots.strip_rows(truth[index], posterior[index], prior[index]),
                 media / f"{name}.png", media / f"{name}.gif", title=title)
@@ -109,3 +118,11 @@ class RunFiles:
     def close(self) -> None:
         for files in self.seeds:
             files.log.close()
+
+
+def make_directory(path: pathlib.Path) -> None:
+    """`path` as a directory (WriteError, one line, if it cannot be made)."""
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as error:
+        raise durable.write_error(path, durable.os_error_text(error)) from None

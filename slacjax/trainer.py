@@ -20,7 +20,7 @@ import signal
 import jax
 import numpy as np
 
-from slacjax import checkpoint, evaluation, logger, parallel, run_state
+from slacjax import checkpoint, durable, evaluation, logger, parallel, run_state
 from slacjax.compile_ahead import PhasePrograms
 from slacjax.config import ExperimentConfig
 from slacjax.episodes import TrainingEpisodes
@@ -294,7 +294,8 @@ class Trainer:
         c = self.counters
         c.last_checkpoint = c.position()
         c.wall_seconds = self.stopwatch.seconds()
-        record = Record(c, self.episodes.counters, self.files.rows_written(),
+        # Every row the checkpoint counts is on disk before it is.
+        record = Record(c, self.episodes.counters, self.files.synced_rows(),
                         self.phase_rows.kept(), self.phase_rows.weight)
         try:
             return run_state.save(self.checkpoints, self.state, self.replay, record,
@@ -330,6 +331,9 @@ def run(cfg: ExperimentConfig) -> int:
             try:
                 trainer.start(run_dir.resume)
                 return trainer.run()
+            except durable.WriteError as error:  # a full disk: rows, pictures, config
+                raise TrainingStopped(f"{error}; {run_state.last_good(trainer.checkpoints)}") \
+                    from None
             finally:
                 trainer.close()
     finally:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from slacjax import logger
+from slacjax import durable, logger
 
 TORN = '{"phase": "tr'  # what a kill during a row write leaves (13 bytes, no newline)
 
@@ -89,7 +89,8 @@ def test_a_row_is_one_write_and_a_failed_one_leaves_no_half_row(tmp_path, monkey
 
     monkeypatch.setattr(logger.os, "write", disk_full_half_way)
     whole = log.path.read_bytes()
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(durable.WriteError, match=rf"^could not write {log.path}: \[Errno 28\] "
+                       r"No space left on device \(\d+\.\d MiB free\)$"):
         log.write({"phase": "train", "env_step": 8, "loss": 1.0})
     monkeypatch.undo()
     assert log.path.read_bytes() == whole and whole.startswith(before)

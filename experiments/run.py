@@ -12,8 +12,10 @@ Hydra composes the typed config (slacjax.config.ExperimentConfig) from experimen
 the overrides; `-m` or a `sweep=` preset runs one job per combination, one after another, or
 with `cluster=slurm` (experiments/conf/cluster/) submits each to SLURM through submitit.
 Before Hydra starts, every job's config is composed and validated here, so a bad override
-(unknown key, wrong type, unknown task, non-positive count) is one line on stderr and
-nothing runs. Rerunning a command resumes its run dir from the latest checkpoint.
+(unknown key, wrong type, unknown task, a value out of range) is one line on stderr and
+nothing runs or is created. A value with non-ASCII characters (a path) is quoted for Hydra,
+whose parser takes only ASCII outside quotes. Rerunning a command resumes its run dir from
+the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ USER_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
+QUOTING_HINT = ("Hydra reads only ASCII letters, digits and a few symbols outside quotes: "
+                "quote the value, e.g. 'run_dir=\"/data/my runs/é\"'")
+
+
 def error_line(error: BaseException) -> str:
-    """An exception and its cause as one line: the first line of each, plus Hydra's options."""
+    """An exception and its cause as one line: the first line of each, plus Hydra's options
+    (and how to quote, for a value Hydra's parser could not read)."""
     parts = []
     for part in (error, error.__cause__):
         lines = str(part).strip().splitlines() if part is not None else []
@@ -53,7 +60,23 @@ def error_line(error: BaseException) -> str:
     options = getattr(error, "options", None)
     if options:
         parts.append(f"(available: {', '.join(options)})")
+    if any("LexerNoViableAltException" in part for part in parts):
+        parts.append(f"({QUOTING_HINT})")
     return " ".join(parts) or type(error).__name__
+
+
+def quote_non_ascii(arguments: list[str]) -> list[str]:
+    """`key=value` arguments whose value holds non-ASCII characters (a path such as
+    /data/é), quoted as Hydra needs them (`key='value'`); values already quoted, holding a
+    quote or a backslash, or a sweep's list (a comma) are left as they are."""
+    quoted = []
+    for argument in arguments:
+        key, sign, value = argument.partition("=")
+        if (sign and not argument.startswith("-") and not value.isascii()
+                and not any(mark in value for mark in "'\"\\,")):
+            argument = f"{key}='{value}'"
+        quoted.append(argument)
+    return quoted
 
 
 def fail(message: str, status: int = 2):
@@ -143,7 +166,7 @@ def train_job(cfg) -> None:
         status = trainer.run(OmegaConf.to_object(cfg))
     except trainer.LaunchError as error:
         fail(str(error))
-    except trainer.TrainingStopped as error:
+    except (trainer.TrainingStopped, trainer.durable.WriteError) as error:
         fail(str(error), status=1)
     except KeyboardInterrupt:  # before the run's own handler is installed: nothing to save
         fail("interrupted while setting up; nothing was trained", status=128 + signal.SIGINT)
@@ -153,6 +176,7 @@ def train_job(cfg) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = quote_non_ascii(sys.argv[1:])  # Hydra reads sys.argv again
     arguments = sys.argv[1:]
     flags = [argument for argument in arguments if argument.startswith("-")]
     # Hydra's own commands (--help, --cfg, --info, …) go to Hydra untouched.

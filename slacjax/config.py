@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 from slacjax.tasks import get_task
 
+MAX_SEED = 2**32 - 1  # the simulators' seeds are below 2**32; seed + seeds - 1 must be too
+
 # How a multi-seed program computes convolutions whose weights differ per seed (the strategies
 # of `slacjax.networks`: the same function, different speed; BENCHMARKS.md compares them).
 SEED_CONVS = ("grouped", "loop", "patches")
@@ -59,6 +61,16 @@ class AgentConfig:
                     "sequence_length", "batch_sac", "batch_latent")
         for name in positive:
             if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.sequence_length < 2:
+            raise ValueError("sequence_length must be at least 2 (the policy's window holds "
+                             f"sequence_length - 1 past actions), got {self.sequence_length}")
+        if not 0 < self.gamma < 1:
+            raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        for name in ("lr_latent", "lr_critic", "lr_actor", "lr_alpha"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.image_size != 64:
             raise ValueError("the SLAC encoder/decoder are built for 64x64 frames "
@@ -192,6 +204,10 @@ class TrainConfig:
 
     def __post_init__(self):
         get_task(self.task)
+        last = MAX_SEED + 1 - max(self.seeds, 1)  # seed + seeds - 1 is a seed too
+        if not 0 <= self.seed <= last:
+            raise ValueError(f"seed must be in [0, {last}] (the simulators take seeds below "
+                             f"2**32), got {self.seed}")
         positive = ("seeds", "env_steps", "collect_env_steps", "replay_capacity",
                     "updates_per_step", "update_every", "eval_every", "eval_episodes",
                     "log_every", "pretrain_log_every", "checkpoint_every",
@@ -244,7 +260,17 @@ class ExperimentConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.agent_config()
+        agent = self.agent_config()
+        if agent.sequence_length >= self.replay_capacity:
+            raise ValueError(f"agent.sequence_length ({agent.sequence_length}) must be below "
+                             f"replay_capacity ({self.replay_capacity})")
+        if self.episode_env_steps is not None:
+            episode = -(-self.episode_env_steps // self.repeat)
+            if episode < agent.sequence_length:
+                raise ValueError(
+                    f"episodes of {episode} agent steps (episode_env_steps "
+                    f"{self.episode_env_steps} at action repeat {self.repeat}) are shorter than "
+                    f"agent.sequence_length ({agent.sequence_length}): no window to train on")
 
     def agent_config(self) -> AgentConfig:
         """The AgentConfig of this run: the task's defaults with the given overrides."""

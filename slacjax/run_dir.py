@@ -2,7 +2,9 @@
 
 `open_run_dir(cfg)` checks the directory against the config, takes its lock (one writer per
 run dir: `slacjax.run_lock`), and decides between a fresh start, a resume and a restart; only
-then is anything in it written or deleted. Every refusal is a `LaunchError`: one line.
+then is anything in it written or deleted. A run dir that has or had a checkpoint (a damaged
+one set aside included) is cleared only by `overwrite=true`. Every refusal is a
+`LaunchError`: one line.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 
 from omegaconf import OmegaConf
 
-from slacjax import checkpoint, run_lock
+from slacjax import checkpoint, durable, logger, run_lock
 from slacjax.config import AgentOverrides, ExperimentConfig
 
 CONFIG_FILE = "config.yaml"
@@ -30,6 +32,11 @@ def load_config(run_dir: pathlib.Path) -> ExperimentConfig:
     """The config saved in `run_dir` (typed and validated)."""
     path = run_dir / CONFIG_FILE
     try:
+        if not path.read_bytes().strip():
+            raise LaunchError(f"cannot read {path}: the file is empty")
+    except OSError as error:
+        raise LaunchError(f"cannot read {path}: {durable.os_error_text(error)}") from None
+    try:
         saved = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.load(path))
         return OmegaConf.to_object(saved)
     except Exception as error:  # yaml, omegaconf and validation errors alike
@@ -42,9 +49,8 @@ def save_config(cfg: ExperimentConfig, run_dir: pathlib.Path) -> None:
     resolved = dataclasses.replace(
         cfg, run_dir=str(run_dir), overwrite=False,
         agent=AgentOverrides(**dataclasses.asdict(cfg.agent_config())))
-    temporary = run_dir / (CONFIG_FILE + ".tmp")
-    temporary.write_text(OmegaConf.to_yaml(OmegaConf.structured(resolved)))
-    temporary.replace(run_dir / CONFIG_FILE)
+    durable.write_bytes(run_dir / CONFIG_FILE,
+                        OmegaConf.to_yaml(OmegaConf.structured(resolved)).encode())
 
 
 def seed_directory(run_dir: pathlib.Path, cfg: ExperimentConfig, index: int) -> pathlib.Path:
@@ -95,6 +101,24 @@ def describe_checkpoints(run_dir: pathlib.Path) -> tuple[int, str]:
         checkpoints.close()
 
 
+def set_aside_checkpoints(run_dir: pathlib.Path) -> list[str]:
+    """The names of the checkpoints `restore_newest` set aside as damaged in `run_dir`."""
+    directory = run_dir / checkpoint.CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(entry.name for entry in directory.iterdir()
+                  if checkpoint.DAMAGED_SUFFIX in entry.name)
+
+
+def _rows(run_dir: pathlib.Path) -> str:
+    """'8 rows of metrics' (or what else the metrics file is) for a message."""
+    try:
+        count = len(logger.read_rows(run_dir))
+    except (logger.MetricsError, OSError):
+        return f"a {logger.METRICS_FILE}"
+    return f"{count} row{'s' * (count != 1)} of metrics"
+
+
 def _clear(run_dir: pathlib.Path) -> None:
     """overwrite=true: empties a slacjax run dir, except the lock this process holds."""
     for entry in _entries(run_dir):
@@ -142,20 +166,35 @@ def open_run_dir(cfg: ExperimentConfig, say=print) -> RunDir:
         raise
 
 
+WAYS_ON = "pass overwrite=true to start over there (deleting it all), or choose another run_dir"
+
+
 def _decide(cfg: ExperimentConfig, path: pathlib.Path, say) -> bool:
     """Resume? Clears the run dir first where the run starts over in it."""
     if not (path / CONFIG_FILE).exists():
         return False
     if cfg.overwrite:
-        say(f"overwrite=true: deleting {path}'s {describe_checkpoints(path)[1]}, its metrics "
-            "and media")
+        set_aside = set_aside_checkpoints(path)
+        damaged = f" (and {len(set_aside)} damaged, set aside)" if set_aside else ""
+        say(f"overwrite=true: deleting {path}'s {describe_checkpoints(path)[1]}{damaged}, its "
+            "metrics and media")
         _clear(path)
         return False
-    mismatch = identity_mismatch(load_config(path).identity(), cfg.identity())
+    try:
+        saved = load_config(path)
+    except LaunchError as error:
+        raise LaunchError(f"{error}; {WAYS_ON}") from None
+    mismatch = identity_mismatch(saved.identity(), cfg.identity())
     if mismatch:
         raise LaunchError(f"run_dir {path} belongs to another run ({mismatch}); choose "
                           "another run_dir, or pass overwrite=true to start over there")
     if describe_checkpoints(path)[0] == 0:
+        set_aside = set_aside_checkpoints(path)
+        if set_aside:  # it had checkpoints: what they kept is not ours to delete
+            raise LaunchError(
+                f"run dir {path} has no checkpoint that restores, only damaged ones set aside "
+                f"({', '.join(set_aside)} in {checkpoint.CHECKPOINT_DIR}/) and {_rows(path)}; "
+                f"{WAYS_ON}")
         say(f"run dir {path} has a config but no complete checkpoint (the run stopped before "
             "its first one): starting it over")
         _clear(path)

@@ -3,10 +3,13 @@
 Loads the latest checkpoint of a run dir (or `checkpoint=N`: the newest one at env step N),
 runs `episodes` episodes with the stochastic policy (the paper's metric) and as many with the
 greedy one (tanh of the mean), prints both returns, and with `video=true` writes the first
-episode of each as `<run_dir>/media/policy_<env step>_<policy>.mp4` (or into `video_dir=`).
-Damaged checkpoints are skipped (the latest) or refused (`checkpoint=N`) with one line; bad
-input is one line on stderr and a non-zero exit. Writing videos into the run dir needs its
-lock: a run dir in use by training is refused (pass `video_dir=` to write elsewhere).
+episode of each as `<run_dir>/media/policy_<env step>_<policy>.mp4` (or into `video_dir=`),
+whole or not at all. The checkpoint is chosen as training chooses one to resume from
+(`slacjax.run_state.restore_newest`): a damaged one is skipped with one line naming it, the
+file and the cause, for the newest intact one (at that env step, with `checkpoint=N`). Bad
+input, a failed write and Ctrl-C are one line on stderr and a non-zero exit (2, 1, 130).
+Writing videos into the run dir needs its lock: a run dir in use by training is refused
+(pass `video_dir=` to write elsewhere).
 
 Episodes run side by side in `envs` worker processes, one batched policy call per step (by
 default as many as the CPU cores allow; `envs=1`: one after another in this process). Each
@@ -24,10 +27,57 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import signal
 import sys
 import typing
+import warnings
 
-from experiments.run import REPO_DIR, USER_ERRORS, error_line, fail
+from slacjax import durable
+
+INTERRUPTED = "interrupted; no video was left half-written"
+
+
+class StopRequest:
+    """Ctrl-C in an evaluation. Until the envs are being made it ends the process at once: one
+    line, nothing to undo (the lock goes with the process). From then on it raises
+    KeyboardInterrupt, so that the envs' workers (which ignore SIGINT) are stopped and a video
+    being written is removed. Where C code that called into Python drops it (a simulator's
+    callback through ctypes, a garbage-collector callback: both print it and go on), it is
+    raised again, unprinted, 0.1 s later (SIGALRM) and at the next policy call (`check`)."""
+
+    def __init__(self):
+        self.requested = False
+        self.making_envs = False
+
+    def handle(self, signum: int, _frame) -> None:
+        if not self.making_envs:
+            sys.stdout.flush()
+            print(f"error: {INTERRUPTED}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def raise_dropped_again(self, hook):
+        """`hook` (a sys.unraisablehook) but for a KeyboardInterrupt of this request that C
+        code dropped: that one is raised again 0.1 s later."""
+        def unraisablehook(unraisable) -> None:
+            if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.requested:
+                signal.setitimer(signal.ITIMER_REAL, 0.1)
+                return
+            hook(unraisable)
+
+        return unraisablehook
+
+
+STOP = StopRequest()
+if __name__ == "__main__":  # before the imports below, which take seconds
+    signal.signal(signal.SIGINT, STOP.handle)
+
+from experiments.run import REPO_DIR, USER_ERRORS, error_line, fail, quote_non_ascii  # noqa: E402
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_DIR / ".jax_cache"))
 
@@ -87,54 +137,50 @@ def pick_seeds(cfg, wanted: list[int] | None) -> list[int]:
 def report(mode: str, seeds: list[int] | None, returns: np.ndarray) -> list[str]:
     """The lines printed for one policy: returns [seeds, episodes]; `seeds` None for a
     single-seed run (one line), else one line per seed and one across them."""
-    episodes = returns.shape[1]
+    count = returns.shape[1]
+    episodes = f"{count} episode{'s' * (count != 1)}"
     if seeds is None:
-        return [f"{mode} return: {returns.mean():.1f} ± {returns.std():.1f} over {episodes} "
-                "episodes"]
+        return [f"{mode} return: {returns.mean():.1f} ± {returns.std():.1f} over {episodes}"]
     means = returns.mean(axis=1)
-    lines = [f"seed {seed}: {mode} return {row.mean():.1f} ± {row.std():.1f} over {episodes} "
-             "episodes" for seed, row in zip(seeds, returns)]
+    lines = [f"seed {seed}: {mode} return {row.mean():.1f} ± {row.std():.1f} over {episodes}"
+             for seed, row in zip(seeds, returns)]
     return lines + [f"{mode} return: {means.mean():.1f} ± {means.std():.1f} across "
-                    f"{len(seeds)} seeds ({episodes} episodes each)"]
+                    f"{len(seeds)} seeds ({episodes} each)"]
 
 
 def restore_params(checkpoints, cfg, env_step: int | None):
     """-> (checkpoint path, the policy's params stacked [N, ...], its env step, Steps).
 
-    Without `env_step`: the newest checkpoint that restores (damaged ones skipped, saying
-    so); with it: the newest intact one taken at that env step."""
-    from slacjax import checkpoint, run_state
+    Without `env_step`: the newest checkpoint that restores; with it: the newest one taken
+    at that env step that restores (damaged ones skipped, saying so)."""
+    from slacjax import run_state
     from slacjax.run_dir import LaunchError
     from slacjax.steps import make_steps
 
     agent_cfg = cfg.agent_config()
+    made = {}
 
-    def abstract_for(meta: dict):
-        steps = make_steps(agent_cfg, int(meta["action_dim"]), cfg.seeds)
-        stacked = meta.get("format", 1) > 1
-        return run_state.abstract_trees(steps, cfg.seeds, cfg.replay_capacity, stacked)[0], None
+    def steps_for(action_dim: int):
+        if action_dim not in made:
+            made[action_dim] = make_steps(agent_cfg, action_dim, cfg.seeds)
+        return made[action_dim]
 
-    try:
+    seen = set()
+
+    def wanted(record) -> bool:
+        seen.add(record.counters.env_steps)
+        return env_step is None or record.counters.env_steps == env_step
+
+    restored = run_state.restore_newest(checkpoints, cfg, steps_for, with_replay=False,
+                                        accept=wanted)
+    if restored is None:
         if env_step is None:
-            restored = checkpoints.restore_newest(abstract_for)
-            if restored is None:
-                raise LaunchError(f"no checkpoint in {checkpoints.directory} restores")
-            number, state, _, meta = restored
-        else:
-            metas = checkpoints.metas()
-            matching = [number for number, meta in metas.items()
-                        if meta["counters"]["env_steps"] == env_step]
-            if not matching:
-                steps = sorted({meta["counters"]["env_steps"] for meta in metas.values()})
-                raise LaunchError(f"no checkpoint at env step {env_step}; there are "
-                                  f"checkpoints at env steps {steps}")
-            number, meta = max(matching), metas[max(matching)]
-            state, _, _ = checkpoints.restore(number, abstract_for(meta)[0])
-    except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as error:
-        raise LaunchError(str(error)) from error
-    state = run_state.with_seed_axis(state, meta)
-    steps = make_steps(agent_cfg, int(meta["action_dim"]), cfg.seeds)
-    return checkpoints.path(number), state.params, meta["counters"]["env_steps"], steps
+            raise LaunchError(f"no checkpoint in {checkpoints.directory} restores")
+        others = (f"there are checkpoints at env steps {sorted(seen)}" if seen
+                  else "no other checkpoint is intact")
+        raise LaunchError(f"no checkpoint at env step {env_step} restores; {others}")
+    return (restored.path, restored.state.params, restored.record.counters.env_steps,
+            steps_for(restored.action_dim))
 
 
 def video_directories(run_dir: pathlib.Path, cfg, indices: list[int],
@@ -181,8 +227,18 @@ def record_first_episode(env, steps, params, agent: int, key, greedy: bool, rese
 
     total, frames = evaluation.run_episode(env, steps, params, agent, key, greedy, reset_seed,
                                            record=True)
+    STOP.check()
     print(f"video: {plots.write_video(np.stack(frames), path)}", flush=True)
     return total
+
+
+def stopping(act):
+    """`act` (Steps.act) that first takes a pending Ctrl-C: each policy call is a safe point."""
+    def act_unless_stopped(*args, **kwargs):
+        STOP.check()
+        return act(*args, **kwargs)
+
+    return act_unless_stopped
 
 
 def evaluate(eval_cfg: EvalConfig) -> dict[str, np.ndarray]:
@@ -210,6 +266,7 @@ def evaluate(eval_cfg: EvalConfig) -> dict[str, np.ndarray]:
             path, params, env_step, steps = restore_params(checkpoints, cfg, eval_cfg.checkpoint)
         finally:
             checkpoints.close()
+        steps = dataclasses.replace(steps, act=stopping(steps.act))
         print(f"{cfg.task}: checkpoint {path} at env step {env_step}", flush=True)
         videos = (video_directories(run_dir, cfg, indices, eval_cfg.video_dir)
                   if eval_cfg.video else None)
@@ -218,6 +275,7 @@ def evaluate(eval_cfg: EvalConfig) -> dict[str, np.ndarray]:
         recorded = 1 if eval_cfg.video else 0
         count, batched = len(indices), eval_cfg.episodes - recorded
         width = evaluation.side_by_side(count * batched, eval_cfg.envs)
+        STOP.making_envs = True
         env = evaluation.make_eval_env(cfg, width)
         video_env = evaluation.make_env(cfg, cfg.seed) if eval_cfg.video and width > 1 else env
         results = {}
@@ -243,22 +301,45 @@ def evaluate(eval_cfg: EvalConfig) -> dict[str, np.ndarray]:
                           f"(agent(s) {error.agents})") from error
     finally:
         for opened in {id(e): e for e in (env, video_env) if e is not None}.values():
-            opened.close()
+            close_env(opened, at_once=STOP.requested)
         if lock is not None:
             lock.release()
 
 
-def main() -> None:
-    try:
-        eval_cfg = parse(sys.argv[1:])
-    except USER_ERRORS as error:
-        fail(error_line(error))
-    from slacjax.run_dir import LaunchError
+def close_env(env, at_once: bool) -> None:
+    """Closes `env`; `at_once` (Ctrl-C) stops a vector env's workers without waiting for what
+    they are doing (gymnasium would warn of the call it leaves pending)."""
+    if not at_once or not hasattr(env, "processes"):
+        env.close()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env.close(terminate=True)
 
+
+def main() -> None:
+    """The command: exit status 0; 2 for bad input, 1 for a failed write, 130 for Ctrl-C
+    (`StopRequest`), each with one line."""
+    signal.signal(signal.SIGINT, STOP.handle)
+    signal.signal(signal.SIGALRM, STOP.handle)
+    sys.unraisablehook = STOP.raise_dropped_again(sys.unraisablehook)
     try:
-        evaluate(eval_cfg)
-    except LaunchError as error:
-        fail(str(error))
+        try:
+            eval_cfg = parse(quote_non_ascii(sys.argv[1:]))
+        except USER_ERRORS as error:
+            fail(error_line(error))
+        from slacjax.run_dir import LaunchError
+
+        try:
+            evaluate(eval_cfg)
+        except LaunchError as error:
+            fail(str(error))
+        except durable.WriteError as error:
+            fail(str(error), status=1)
+    except KeyboardInterrupt:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one: the line is on its way
+        fail(INTERRUPTED, status=128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

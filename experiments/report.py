@@ -21,11 +21,12 @@ import dataclasses
 import os
 import pathlib
 import sys
+import tempfile
 
 import numpy as np
 import yaml
 
-from slacjax import logger, plots, reference, stats, tasks
+from slacjax import durable, logger, plots, reference, stats, tasks
 
 plt = plots.plt
 MILESTONES = (100_000, 500_000, 1_000_000)
@@ -60,10 +61,20 @@ class Run:
 # ------------------------------------------------------------------------------- finding runs
 
 def _read_config(run_dir: pathlib.Path) -> dict:
-    with (run_dir / CONFIG_FILE).open() as file:
-        config = yaml.safe_load(file) or {}
+    path = run_dir / CONFIG_FILE
+    try:
+        config = yaml.safe_load(path.read_bytes())
+    except OSError as error:
+        raise ReportError(f"cannot read {path}: {durable.os_error_text(error)}") from None
+    except yaml.YAMLError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "not YAML"
+        raise ReportError(f"cannot read {path}: not YAML text ({reason})") from None
+    if config is None:
+        raise ReportError(f"{path} is empty")
+    if not isinstance(config, dict):
+        raise ReportError(f"{path} is not a YAML mapping of keys to values")
     if "task" not in config:
-        raise ReportError(f"{run_dir / CONFIG_FILE} names no task")
+        raise ReportError(f"{path} names no task")
     return config
 
 
@@ -189,6 +200,19 @@ def by_task(runs: list[Run]) -> dict[str, list[Run]]:
             raise ReportError(f"{task}: its seeds have no evaluated env step in common "
                               f"({', '.join(str(run.path) for run in task_runs)})")
     return grouped
+
+
+def repeated_seeds(grouped: dict[str, list[Run]]) -> list[str]:
+    """One line per seed value that several run dirs of a task hold (each is counted as a
+    seed of its own: reruns of one seed, or two copies of one run)."""
+    lines = []
+    for task, task_runs in grouped.items():
+        paths = {}
+        for run in task_runs:
+            paths.setdefault(run.seed, []).append(str(run.path))
+        lines += [f"{task}: seed {seed} is in {len(held)} run dirs ({', '.join(held)}); each "
+                  "is counted as a seed" for seed, held in paths.items() if len(held) > 1]
+    return lines
 
 
 # ---------------------------------------------------------------------------------- numbers
@@ -408,7 +432,8 @@ def curves_table(grouped: dict[str, list[Run]], out: pathlib.Path) -> None:
     columns = ["task", "env_step", "n_seeds"]
     columns += [f"{policy}_{part}" for policy in POLICIES for part in parts]
     columns += ["paper_mean", "paper_ci_low", "paper_ci_high", "paper_n_seeds"]
-    with (out / "curves.csv").open("w", newline="") as file:
+    with durable.replacing(out / "curves.csv") as temporary, \
+            temporary.open("w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(columns)
         for task, task_runs in grouped.items():
@@ -440,14 +465,15 @@ def markdown(paths, grouped, overlay, hours, results) -> str:
              "within the seeds' observed range. "
              f"SLAC paper: the authors' result files ({source}), per task the decoder variance "
              "their figures show, stochastic evaluation policy.", "",
-             "| task | action repeat (paper's) | seeds | last env step all seeds reached "
+             "| task | action repeat (paper's) | seeds (their values) | last env step all seeds "
+             "reached "
              "| wall-clock hours to it (median) | paper curve |",
              "| --- | --- | --- | --- | --- | --- |"]
     for task, task_runs in grouped.items():
         found = reference.curve(task)
         paper_repeat = found.action_repeat if found is not None else "—"
         lines.append(f"| {task} | {task_runs[0].action_repeat} ({paper_repeat}) "
-                     f"| {', '.join(str(run.seed) for run in task_runs)} "
+                     f"| {len(task_runs)} ({', '.join(str(run.seed) for run in task_runs)}) "
                      f"| {common_steps(task_runs)[-1]:,} | {hours[task]:.2f} "
                      f"| {'yes' if overlay[task] else 'none published'} |")
     lines += ["", "## Learning curves", "",
@@ -487,15 +513,19 @@ def markdown(paths, grouped, overlay, hours, results) -> str:
     return "\n".join(lines)
 
 
-def report(paths: list[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
+def report(paths: list[pathlib.Path], out: pathlib.Path, out_given: bool = True) -> pathlib.Path:
     """Writes `out/report.md` and its figures -> the report's path. Says which half-written
-    last lines of metrics files it skipped (what a kill during a row write leaves)."""
+    last lines of metrics files it skipped (what a kill during a row write leaves).
+    ReportError for bad input (`out_given`: `out` was an argument, else the default);
+    WriteError where a file cannot be written (each file is written whole or not at all)."""
     runs = find_runs(paths)
     for run in runs:
         if run.torn is not None:
             print(f"skipped {run.torn}", file=sys.stderr)
     grouped = by_task(runs)
-    out.mkdir(parents=True, exist_ok=True)
+    for line in repeated_seeds(grouped):
+        print(line, file=sys.stderr)
+    prepare_out(out, out_given)
     overlay = curves_figure(grouped, out)
     curves_table(grouped, out)
     results = aggregates(grouped)
@@ -503,11 +533,33 @@ def report(paths: list[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
     profiles_figure(grouped, aggregate_steps(grouped), out)
     hours = wall_clock_figure(grouped, out)
     path = out / "report.md"
-    path.write_text(markdown(paths, grouped, overlay, hours, results))
+    durable.write_bytes(path, markdown(paths, grouped, overlay, hours, results).encode())
     return path
 
 
+def prepare_out(out: pathlib.Path, given: bool) -> None:
+    """Makes the report's folder `out` and checks that files can be written there;
+    ReportError naming the argument (`out=`, or the first PATH whose `report/` it defaults
+    to) if not."""
+    argument = f"out={out}" if given else f"the default out ({out}, in the first PATH)"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except FileExistsError:
+        raise ReportError(f"{argument} is a file; out= takes a folder") from None
+    except NotADirectoryError:
+        file = next(parent for parent in [out, *out.parents] if parent.is_file())
+        raise ReportError(f"{argument} is inside {file}, a file; out= takes a folder") \
+            from None
+    except OSError as error:
+        raise ReportError(f"cannot write into {argument}: {durable.os_error_text(error)}; "
+                          "pass out=DIR to write the report elsewhere") from None
+
+
 def main(arguments: list[str]) -> int:
+    """The command -> its exit status: 0, 2 for bad input (each argument at fault named), 1
+    for a write that failed (a full disk: one line, nothing half-written left)."""
     outs = [argument[4:] for argument in arguments if argument.startswith("out=")]
     paths = [pathlib.Path(argument) for argument in arguments if not argument.startswith("out=")]
     if not paths or len(outs) > 1:
@@ -515,10 +567,13 @@ def main(arguments: list[str]) -> int:
         return 2
     out = pathlib.Path(outs[0]) if outs else paths[0] / "report"
     try:
-        path = report(paths, out)
+        path = report(paths, out, out_given=bool(outs))
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except durable.WriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {path}")
     return 0
 

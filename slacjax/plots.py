@@ -1,29 +1,25 @@
 """Pictures of a run: the learning curve (beside the SLAC paper's), the training diagnostics
 (entropy, α, Q, reward error) and the paper's reconstruction / imagination figure.
 
-Files are written to a temporary name and renamed, so a viewer never sees half a picture.
+Files are written whole or not at all (`slacjax.durable`): to a temporary name, then renamed,
+so a viewer never sees half a picture or video; a failed write is a WriteError, one line.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
+import re
+import subprocess
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-# imageio-ffmpeg starts ffmpeg with `preexec_fn=os.setpgrp` (to keep a Ctrl-C meant for Python
-# from killing it), which runs Python in a child forked from this multithreaded process: JAX
-# warns "os.fork() was called ... deadlock", and rightly. Its documented switch turns that off,
-# so ffmpeg starts by vfork + exec with no Python in the child; a Ctrl-C then stops ffmpeg
-# along with the process, which loses only the video being written (a temporary file).
-os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 import imageio.v3 as iio  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from slacjax import reference, stats, tasks  # noqa: E402
+from slacjax import durable, reference, stats, tasks  # noqa: E402
 
 STRIP_ROWS = ("ground truth", "posterior", "prior (imagined)")
 POLICIES = ("stochastic", "greedy")
@@ -46,11 +42,12 @@ def env_step_axis(axis) -> None:
 
 
 def save(figure, path: pathlib.Path) -> None:
-    """Writes `figure` to `path` (PNG) through a temporary file, and closes it."""
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    os.replace(temporary, path)
+    """Writes `figure` to `path` (PNG) whole or not at all (WriteError), and closes it."""
+    try:
+        with durable.replacing(path) as temporary:
+            figure.savefig(temporary, format="png")
+    finally:
+        plt.close(figure)
 
 
 def draw_reference(axis, task: str | None, last_env_step: float, band: str = "std") -> bool:
@@ -298,22 +295,57 @@ def reconstruction_strip(rows: np.ndarray, png_path: pathlib.Path, gif_path: pat
 
 
 def write_gif(frames: np.ndarray, path: pathlib.Path, fps: int = 4) -> None:
-    temporary = path.with_name(path.stem + ".tmp.gif")
-    iio.imwrite(temporary, frames, extension=".gif", duration=1000 / fps, loop=0)
-    os.replace(temporary, path)
+    """frames [T, H, W, 3] uint8 as a looping GIF at `path`, whole or not at all."""
+    with durable.replacing(path) as temporary:
+        iio.imwrite(temporary, frames, extension=".gif", duration=1000 / fps, loop=0)
+
+
+def ffmpeg_executable() -> str | None:
+    """The ffmpeg binary the `imageio-ffmpeg` wheel bundles (or the one it finds), or None."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
+def encode_mp4(ffmpeg: str, frames: np.ndarray, path: pathlib.Path, fps: int) -> str | None:
+    """frames [T, H, W, 3] uint8 (H, W even) as an H.264 MP4 at `path` (any name: the format
+    is given) -> None, or why ffmpeg failed (a full disk, say): its exit status and its last
+    message.
+
+    ffmpeg starts without a `preexec_fn`, i.e. by vfork + exec with no Python in the child
+    (JAX's threads make a fork with Python in it unsafe, and JAX warns of one), in a session
+    of its own: a Ctrl-C reaches this process only, which stops ffmpeg (subprocess.run kills
+    it on the way out) and loses only the temporary file."""
+    height, width = frames.shape[1:3]
+    command = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-an",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4", str(path)]
+    result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                            start_new_session=True)
+    if result.returncode == 0:
+        return None
+    said = result.stderr.decode(errors="replace").strip().splitlines()
+    # "[out#0/mp4 @ 0x…] Error closing file: No space left on device": the part after the tag
+    last = re.sub(r"^\[[^\]]*\]\s*", "", said[-1]).replace(str(path), "the file") if said else ""
+    return f"ffmpeg exited with status {result.returncode}" + (f": {last}" if last else "")
 
 
 def write_video(frames: np.ndarray, path: pathlib.Path, fps: int = 30) -> pathlib.Path:
-    """An MP4 (through imageio's ffmpeg plugin and the ffmpeg binary the `imageio-ffmpeg` wheel
-    bundles, or PyAV) -> the path written. Where neither is installed, a GIF next to it."""
+    """An MP4 (through the ffmpeg binary the `imageio-ffmpeg` wheel bundles) -> the path
+    written, whole or not at all (WriteError). Where there is no ffmpeg, a GIF next to it."""
     frames = _upscale(_to_uint8(frames), 4)
-    temporary = path.with_name(path.stem + ".tmp.mp4")
-    try:
-        iio.imwrite(temporary, frames, extension=".mp4", fps=fps)
-        os.replace(temporary, path.with_suffix(".mp4"))
-        return path.with_suffix(".mp4")
-    except OSError:  # no ffmpeg/pyav plugin: a GIF needs only pillow
-        temporary.unlink(missing_ok=True)
-        gif_path = path.with_suffix(".gif")
+    ffmpeg = ffmpeg_executable()
+    if ffmpeg is None:  # a GIF needs only pillow
+        gif_path = pathlib.Path(path).with_suffix(".gif")
         write_gif(frames, gif_path, fps=fps)
         return gif_path
+    mp4_path = pathlib.Path(path).with_suffix(".mp4")
+    with durable.replacing(mp4_path) as temporary:
+        failure = encode_mp4(ffmpeg, frames, temporary, fps)
+        if failure is not None:
+            raise durable.write_error(mp4_path, failure)
+    return mp4_path

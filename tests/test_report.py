@@ -108,7 +108,7 @@ def test_figures_and_the_paper_overlay(sweep, tmp_path):
     for name in ("curves.png", "curve_cheetah_run.png", "curve_walker_run.png",
                  "aggregates.png", "profiles.png", "wall_clock.png"):
         assert (out / name).stat().st_size > 1000, name
-    assert "| cheetah_run | 4 (4) | 0, 1, 2 | 100,000 | 1.00 | yes |" in (
+    assert "| cheetah_run | 4 (4) | 3 (0, 1, 2) | 100,000 | 1.00 | yes |" in (
         out / "report.md").read_text()
     grouped = report.by_task(report.find_runs([sweep]))
     for task, expected in (("cheetah_run", True), ("walker_run", False)):

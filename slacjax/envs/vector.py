@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import signal
+from multiprocessing import resource_tracker
 
 from slacjax import tasks
 from slacjax.envs.factory import check_overrides, make
@@ -45,4 +47,12 @@ def make_vector(task: str, num_envs: int, seed: int = 0, max_episode_steps: int 
         functools.partial(make_in_worker, task, seed + index, max_episode_steps, **overrides)
         for index in range(num_envs)
     ]
-    return gymnasium.vector.AsyncVectorEnv(env_fns, context="spawn")
+    # The workers start with SIGINT blocked (spawn's fork and exec keep the mask) until
+    # make_in_worker ignores it: a Ctrl-C while they import would print their tracebacks.
+    # multiprocessing's resource tracker unblocks SIGINT when it starts: it starts first.
+    resource_tracker.ensure_running()
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return gymnasium.vector.AsyncVectorEnv(env_fns, context="spawn")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)

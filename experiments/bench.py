@@ -1,6 +1,6 @@
 """Benchmark of the fused SLAC update step at full size on random data held on the device.
 
-    python -m experiments.bench [--batch-sac 256] [--batch-latent 32] [--iters 50]
+    python -m experiments.bench [--batch-sac 256] [--batch-latent 32] [--tiny] [--iters 50]
                                 [--warmup 3] [--scan K] [--dtype float32|bfloat16]
                                 [--seeds N [--seed-conv grouped|loop|patches] | --devices N|all]
                                 [--formulation phases|phase_grads|gemm]
@@ -8,8 +8,13 @@
 Each timed call is one jitted, state-donating dispatch of K updates (`--scan K`) that samples
 its own batches from a device replay, exactly as training does; times are per update: the
 median of calls that each wait for their result (latency), and the mean of calls dispatched
-back to back (pipelined, as the training loop runs them). Prints a
-table, then one JSON object as the last line.
+back to back (pipelined, as the training loop runs them). Next to the times, the size of
+each program: its operations as lowered (StableHLO) and as compiled (the optimised HLO's
+instructions, and the kernels it launches per call). Prints a table, then one JSON object as
+the last line.
+
+`--tiny` (SAC 8, latent 2 sequences) is the overhead regime: so little arithmetic per
+operation that the time is mostly the operations' count, as on a GPU.
 
 `--seeds N` times N independent agents (each with its own replay) vmapped into one program: an
 update is then one step of all N, and `seeds_cost_ratio` compares it with one agent's update.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import resource
 import time
 
@@ -37,6 +43,8 @@ from slacjax import steps as steps_lib
 from slacjax.config import DEFAULT_SEED_CONV, SEED_CONVS, AgentConfig
 
 EPISODE_FRAMES = 251  # a DMC episode at action repeat 4: 250 agent steps + the reset frame
+FULL_BATCHES = (256, 32)  # (SAC, latent) sequences: the paper's
+TINY_BATCHES = (8, 2)
 # Random frames are drawn for this many slots and repeated over the ring: a random draw of a
 # full-size ring would need many times its memory on the way.
 BLOCK_FRAMES = 1024
@@ -142,6 +150,70 @@ def one_seed_call_s(args, cfg: AgentConfig, key: jax.Array) -> float:
     return float(np.median(times))
 
 
+# StableHLO and CHLO operations as printed in a lowered module, one per line (attributes such as
+# `#stablehlo.conv<...>` and types such as `!stablehlo.token` are not at a line's start).
+_LOWERED_OP = re.compile(r'^\s*(?:%[^=]*=\s*)?"?(?:stablehlo|chlo)\.\w+', re.M)
+_HLO_COMPUTATION = re.compile(r"^(ENTRY )?%(\S+) .*\{$")
+_HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%\S+ = .*?\b([a-z][a-z0-9-]*)\(")
+_CALLED = re.compile(r"\b(?:body|condition|to_apply|true_computation|false_computation)=%([\w.-]+)"
+                     r"|branch_computations=\{([^}]*)\}")
+# Instructions that launch nothing: arguments, literals, tuples and free reinterpretations.
+_FREE = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
+
+
+def lowered_ops(text: str) -> int:
+    """StableHLO (and CHLO) operations in a lowered module's text (`Lowered.as_text()`)."""
+    return len(_LOWERED_OP.findall(text))
+
+
+def hlo_computations(text: str) -> tuple[dict[str, list[str]], str]:
+    """An optimised HLO module's text -> ({computation: instruction lines}, entry's name)."""
+    computations, entry, current = {}, None, None
+    for line in text.splitlines():
+        header = _HLO_COMPUTATION.match(line)
+        if header:
+            current = computations.setdefault(header[2], [])
+            entry = header[2] if header[1] else entry
+        elif line.startswith("}"):
+            current = None
+        elif current is not None and _HLO_INSTRUCTION.match(line):
+            current.append(line)
+    return computations, entry
+
+
+def compiled_size(text: str) -> tuple[int, int]:
+    """An optimised HLO module's text -> (its instructions, the kernels it launches).
+
+    Kernels: the instructions of the entry computation and of the loop bodies, conditions,
+    calls and branches it runs (each once, however often it runs), except those that launch
+    nothing (`_FREE`); a fusion is one kernel, its fused instructions are not counted.
+    """
+    computations, entry = hlo_computations(text)
+    kernels, seen, pending = 0, set(), [entry]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in computations:
+            continue
+        seen.add(name)
+        for line in computations[name]:
+            if _HLO_INSTRUCTION.match(line)[1] not in _FREE:
+                kernels += 1
+            for single, several in _CALLED.findall(line):
+                pending.extend([single] if single else
+                               [part.strip().lstrip("%") for part in several.split(",")])
+    return sum(map(len, computations.values())), kernels
+
+
+def program_size(step, state) -> dict[str, int]:
+    """The jitted program behind `step` (a partial of a `steps.make_steps` function) for
+    `state` -> lowered_ops, compiled_ops, kernels. Its executable is already compiled: the
+    compile below is a cache hit."""
+    lowered = step.func.lower(state, **step.keywords)
+    compiled_ops, kernels = compiled_size(lowered.compile().as_text())
+    return {"lowered_ops": lowered_ops(lowered.as_text()), "compiled_ops": compiled_ops,
+            "kernels": kernels}
+
+
 def peak_host_rss_mb() -> float:
     """This process's peak resident memory so far (Linux reports kB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -155,8 +227,13 @@ def peak_memory_mb() -> float | None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-sac", type=int, default=256, help="SAC batch (sequences)")
-    parser.add_argument("--batch-latent", type=int, default=32, help="latent batch (sequences)")
+    parser.add_argument("--batch-sac", type=int, default=None,
+                        help=f"SAC batch (sequences; default {FULL_BATCHES[0]})")
+    parser.add_argument("--batch-latent", type=int, default=None,
+                        help=f"latent batch (sequences; default {FULL_BATCHES[1]})")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"SAC {TINY_BATCHES[0]}, latent {TINY_BATCHES[1]} sequences: the "
+                             "per-operation overhead regime")
     parser.add_argument("--iters", type=int, default=50, help="timed calls")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls, compile included")
     parser.add_argument("--scan", type=int, default=1, metavar="K", help="updates per dispatch")
@@ -176,6 +253,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="convolution formulation for every program (default: the "
                              "backend's, named in the output's conv_formulation)")
     args = parser.parse_args(argv)
+    if args.tiny and (args.batch_sac, args.batch_latent) != (None, None):
+        parser.error("--tiny sets the batches: give it or --batch-sac / --batch-latent")
+    defaults = TINY_BATCHES if args.tiny else FULL_BATCHES
+    if args.batch_sac is None:
+        args.batch_sac = defaults[0]
+    if args.batch_latent is None:
+        args.batch_latent = defaults[1]
     for name in ("batch_sac", "batch_latent", "iters", "warmup", "scan", "action_dim", "seeds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -223,6 +307,8 @@ def main(argv=None) -> dict:
     after = compiled_programs(fused, latent_only)
     recompiles = (None if after is None
                   else after[0] - warm[0] + after[1] - warm_latent[1])
+    sizes = {"update": program_size(fused, state),
+             "latent_update": program_size(latent_only, state)}
     del state, fused, latent_only  # their memory is the baseline's to use
     # N seeds against 1: the same timed call for one plain agent (1 seed is its own baseline).
     one_seed_s = (one_seed_call_s(args, cfg, key) if args.seeds > 1
@@ -257,6 +343,8 @@ def main(argv=None) -> dict:
         "conv_formulation": programs_for(args, cfg, args.seeds)[1].conv_formulation(k),
         "devices": args.devices,
         "seeds_cost_ratio": round(float(np.median(fused_times)) / one_seed_s, 3),
+        **{f"{program}_{measure}": value for program, size in sizes.items()
+           for measure, value in size.items()},
     }
     rows = [
         ("device", result["device"]), ("jax", result["jax"]), ("dtype", args.dtype),
@@ -272,6 +360,9 @@ def main(argv=None) -> dict:
         ("pipelined ms (fused / latent)",
          f"{result['update_ms_pipelined']:.2f} / {result['latent_update_ms_pipelined']:.2f}"),
         ("compile s (fused / latent)", f"{result['compile_s']} / {result['latent_compile_s']}"),
+        *((f"{measure.replace('_', ' ')} (fused / latent)",
+           f"{sizes['update'][measure]} / {sizes['latent_update'][measure]}")
+          for measure in sizes["update"]),
         ("peak device memory MB", result["peak_device_mem_mb"]),
         ("peak host memory MB", result["peak_host_rss_mb"]),
         ("recompiles after warm-up", result["recompiles_after_warmup"]),

@@ -2,6 +2,8 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from experiments import bench
@@ -18,6 +20,11 @@ def test_bench_prints_a_json_last_line_without_recompiling(capsys):
                 "latent_update_ms_pipelined", "compile_s", "peak_device_mem_mb",
                 "peak_host_rss_mb", "recompiles_after_warmup"):
         assert key in result, key
+    for program in ("update", "latent_update"):
+        sizes = [result[f"{program}_{measure}"] for measure in ("lowered_ops", "compiled_ops",
+                                                                   "kernels")]
+        assert all(isinstance(size, int) and size > 0 for size in sizes), (program, sizes)
+    assert result["latent_update_kernels"] < result["update_kernels"]
     assert result["recompiles_after_warmup"] == 0
     assert result["finite_losses"]
     assert result["update_ms_median"] > 0 and result["batch_sac"] == 2
@@ -38,3 +45,22 @@ def test_bench_refuses_non_positive_sizes(flag, capsys):
         bench.parse_args([flag, "0"])
     assert exit_info.value.code == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_program_sizes_count_operations_and_kernels():
+    lowered = jax.jit(lambda x: jnp.sin(x) + x).lower(jnp.ones(8))
+    assert bench.lowered_ops(lowered.as_text()) == 2  # sine, add
+    instructions, kernels = bench.compiled_size(lowered.compile().as_text())
+    assert kernels == 1 and instructions > kernels  # one fusion of both
+    looped = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: jnp.sin(y) * 2, x))
+    # The loop's body and condition count once each, however often they run.
+    assert bench.compiled_size(looped.lower(jnp.ones(8)).compile().as_text())[1] > 3
+
+
+def test_tiny_sets_both_batches_and_excludes_explicit_ones(capsys):
+    args = bench.parse_args(["--tiny"])
+    assert (args.batch_sac, args.batch_latent) == bench.TINY_BATCHES
+    assert (bench.parse_args([]).batch_sac, bench.parse_args([]).batch_latent) == (256, 32)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--tiny", "--batch-sac", "16"])
+    assert "--tiny sets the batches" in capsys.readouterr().err

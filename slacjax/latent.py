@@ -6,6 +6,7 @@ A = action dims. Latent parameters: one entry per network of `networks.LATENT_NE
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import chex
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from slacjax import distributions as dist
+from slacjax import networks
 from slacjax.batch import Batch
 from slacjax.config import AgentConfig
 from slacjax.networks import Networks, build
@@ -70,33 +72,60 @@ class Rollout(NamedTuple):
     z1_std: jax.Array
 
 
+def step_noise(key: jax.Array, steps: int, *shapes: tuple[int, ...]) -> tuple[jax.Array, ...]:
+    """Standard normal noise of a rollout's `steps` steps, drawn at once: one array [T, *shape]
+    per shape, step t's the draws of jax.random.split(split(key, T)[t], len(shapes))."""
+    keys = jax.vmap(jax.random.split, in_axes=(0, None))(jax.random.split(key, steps),
+                                                         len(shapes))
+    return tuple(jax.vmap(functools.partial(jax.random.normal, shape=shape))(keys[:, index])
+                 for index, shape in enumerate(shapes))
+
+
 def posterior_rollout(params: dict, features: jax.Array, actions: jax.Array, key: jax.Array,
                       nets: Networks) -> Rollout:
     """Filters the sequence: features [B, T+1, F], actions [B, T, A] -> Rollout.
 
     t = 0: z1 ~ q(z1_0 | f_0), z2 ~ p(z2_0 | z1_0);
     t ≥ 1: z1 ~ q(z1_t | f_t, z2_t-1, a_t-1), z2 ~ p(z2_t | z1_t, z2_t-1, a_t-1).
+
+    Only what depends on the previous step runs step by step: the noise and the two heads'
+    first-layer products with the features and actions are computed for all steps at once.
     """
     batch, steps = actions.shape[:2]
-    chex.assert_shape(features, (batch, steps + 1, nets.encoder.feature_dim))
+    feature_dim, z1_dim = nets.encoder.feature_dim, nets.z1_posterior.dim
+    z2_dim = nets.z2_prior.dim
+    chex.assert_shape(features, (batch, steps + 1, feature_dim))
     key_init, key_steps = jax.random.split(key)
     k1, k2 = jax.random.split(key_init)
     z1_mean0, z1_std0 = apply_net(params, "z1_posterior_init", nets, features[:, 0])
     z1_0 = dist.sample(k1, z1_mean0, z1_std0)
     z2_0 = dist.sample(k2, *apply_net(params, "z2_prior_init", nets, z1_0))
 
+    # The first layers' kernels by input rows: q(z1) reads [f, z2, a], p(z2) reads [z1, z2, a].
+    posterior, prior = (networks.head_layers(params[name])["Dense_0"]
+                        for name in ("z1_posterior", "z2_prior"))
+    post_f, post_z2, post_a = jnp.split(posterior["kernel"], [feature_dim, feature_dim + z2_dim])
+    prior_z1, prior_z2, prior_a = jnp.split(prior["kernel"], [z1_dim, z1_dim + z2_dim])
+    features_t, actions_t = jnp.swapaxes(features[:, 1:], 0, 1), jnp.swapaxes(actions, 0, 1)
+    post_first = features_t @ post_f + actions_t @ post_a + posterior["bias"]  # [T, B, H]
+    prior_first = actions_t @ prior_a + prior["bias"]  # [T, B, H]
+    from_z2 = jnp.concatenate([post_z2, prior_z2], axis=1)  # both heads' z2 rows [Z2, 2H]
+    noise = step_noise(key_steps, steps, (batch, z1_dim), (batch, z2_dim))
+
     def posterior_step(z2_prev, inputs):
-        feature, action, step_key = inputs
-        k_z1, k_z2 = jax.random.split(step_key)
-        z1_mean, z1_std = apply_net(params, "z1_posterior", nets, feature, z2_prev, action)
-        z1 = dist.sample(k_z1, z1_mean, z1_std)
-        z2 = dist.sample(k_z2, *apply_net(params, "z2_prior", nets, z1, z2_prev, action))
+        post_t, prior_t, noise_z1, noise_z2 = inputs
+        post_z2_t, prior_z2_t = jnp.split(z2_prev @ from_z2, 2, axis=-1)
+        z1_mean, z1_std = networks.gaussian_head_after_first(params["z1_posterior"],
+                                                             post_t + post_z2_t)
+        z1 = z1_mean + z1_std * noise_z1
+        z2_mean, z2_std = networks.gaussian_head_after_first(
+            params["z2_prior"], prior_t + prior_z2_t + z1 @ prior_z1)
+        z2 = z2_mean + z2_std * noise_z2
         return z2, (z1, z2, z1_mean, z1_std)
 
-    time_major = (jnp.swapaxes(features[:, 1:], 0, 1), jnp.swapaxes(actions, 0, 1),
-                  jax.random.split(key_steps, steps))
     # Unrolled: 8 small steps; a device while-loop would cost more in launches than it saves.
-    _, outputs = jax.lax.scan(posterior_step, z2_0, time_major, unroll=True)
+    _, outputs = jax.lax.scan(posterior_step, z2_0, (post_first, prior_first, *noise),
+                              unroll=True)
     first = (z1_0, z2_0, z1_mean0, z1_std0)
     stacked = [jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
                for x0, xs in zip(first, outputs)]

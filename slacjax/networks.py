@@ -43,6 +43,12 @@ class MLP(nn.Module):
         return x
 
 
+def gaussian(out: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A head's raw output [..., 2·dim] -> mean, std [..., dim]; std = softplus(raw) + 1e-5."""
+    mean, raw_std = jnp.split(out, 2, axis=-1)
+    return mean, jax.nn.softplus(raw_std) + 1e-5
+
+
 class GaussianHead(nn.Module):
     """MLP hidden-hidden (leaky ReLU 0.2) → diagonal Gaussian: [..., in] -> mean, std [..., dim].
 
@@ -54,9 +60,25 @@ class GaussianHead(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = MLP((self.hidden_dim, self.hidden_dim, 2 * self.dim), "leaky_relu")(x)
-        mean, raw_std = jnp.split(out, 2, axis=-1)
-        return mean, jax.nn.softplus(raw_std) + 1e-5
+        return gaussian(MLP((self.hidden_dim, self.hidden_dim, 2 * self.dim), "leaky_relu")(x))
+
+
+def head_layers(head_params: dict) -> dict:
+    """A GaussianHead's dense layers by name (Dense_0..2), each {"kernel", "bias"}."""
+    return head_params["params"]["MLP_0"]
+
+
+def dense(layer: dict, x: jax.Array) -> jax.Array:
+    """What nn.Dense computes with `layer`'s parameters: x [..., in] -> [..., out]."""
+    return x @ layer["kernel"] + layer["bias"]
+
+
+def gaussian_head_after_first(head_params: dict, first: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A GaussianHead from its first layer's output before the activation (x·W0 + b0,
+    [..., hidden]) -> mean, std: the head, for callers that compute its first layer in parts."""
+    layers = head_layers(head_params)
+    hidden = leaky_relu(dense(layers["Dense_1"], leaky_relu(first)))
+    return gaussian(dense(layers["Dense_2"], hidden))
 
 
 # ---------------------------------------------------------------------------------------------

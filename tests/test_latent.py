@@ -9,12 +9,38 @@ import numpy as np
 import optax
 from scipy import stats
 
+from slacjax import distributions as dist
 from slacjax import latent
 from slacjax.config import AgentConfig
 from slacjax.networks import build
 from tests.helpers import ACTION_DIM, NETS, TINY, smooth_batch, to_device
 
 init_params = jax.jit(latent.init_latent_params, static_argnums=(0, 1))
+
+
+def reference_rollout(params, features, actions, key, nets) -> latent.Rollout:
+    """`latent.posterior_rollout` step by step, every head on its whole input and the noise
+    drawn inside the step: the formulation it replaced, for equivalence tests."""
+    key_init, key_steps = jax.random.split(key)
+    k1, k2 = jax.random.split(key_init)
+    z1_mean0, z1_std0 = latent.apply_net(params, "z1_posterior_init", nets, features[:, 0])
+    z1_0 = dist.sample(k1, z1_mean0, z1_std0)
+    z2_0 = dist.sample(k2, *latent.apply_net(params, "z2_prior_init", nets, z1_0))
+
+    def posterior_step(z2_prev, inputs):
+        feature, action, step_key = inputs
+        k_z1, k_z2 = jax.random.split(step_key)
+        z1_mean, z1_std = latent.apply_net(params, "z1_posterior", nets, feature, z2_prev, action)
+        z1 = dist.sample(k_z1, z1_mean, z1_std)
+        z2 = dist.sample(k_z2, *latent.apply_net(params, "z2_prior", nets, z1, z2_prev, action))
+        return z2, (z1, z2, z1_mean, z1_std)
+
+    time_major = (jnp.swapaxes(features[:, 1:], 0, 1), jnp.swapaxes(actions, 0, 1),
+                  jax.random.split(key_steps, actions.shape[1]))
+    _, outputs = jax.lax.scan(posterior_step, z2_0, time_major)
+    first = (z1_0, z2_0, z1_mean0, z1_std0)
+    return latent.Rollout(*[jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
+                            for x0, xs in zip(first, outputs)])
 
 
 def test_posterior_rollout_shapes():
@@ -26,6 +52,32 @@ def test_posterior_rollout_shapes():
     chex.assert_shape([rollout.z1, rollout.z1_mean, rollout.z1_std], (2, 9, 32))
     chex.assert_shape(rollout.z2, (2, 9, 256))
     assert jnp.all(rollout.z1_std > 0)
+
+
+class TestRolloutFormulation(chex.TestCase):
+    """The rollout with its step-independent work hoisted equals the step-by-step one: the
+    same noise, the same samples, the same gradients (float32 summation order aside)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_samples_and_gradients_equal_the_step_by_step_rollout(self):
+        params = init_params(TINY, ACTION_DIM, jax.random.PRNGKey(0))
+        actions = jnp.asarray(smooth_batch(0).actions)
+        features = jax.random.normal(jax.random.PRNGKey(4), (2, 9, TINY.feature_dim))
+
+        def total(rollout_fn, params, features, key):
+            rollout = rollout_fn(params, features, actions, key, NETS)
+            return sum(jnp.sum(jnp.sin(x)) for x in rollout), rollout
+
+        for seed in range(3):
+            key = jax.random.PRNGKey(seed)
+            (_, got), grads = self.variant(jax.value_and_grad(
+                functools.partial(total, latent.posterior_rollout), (0, 1), has_aux=True))(
+                params, features, key)
+            (_, want), want_grads = jax.value_and_grad(
+                functools.partial(total, reference_rollout), (0, 1), has_aux=True)(
+                params, features, key)
+            chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+            chex.assert_trees_all_close(grads, want_grads, rtol=1e-4, atol=1e-5)
 
 
 def test_prior_is_fed_the_previous_posterior_z2():

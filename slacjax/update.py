@@ -1,7 +1,8 @@
 """The training state and the fused update step (docs/algorithm.md §5), as pure functions.
 
 `update` computes the latent, critic, actor and α losses from the parameters before the step,
-then applies the four Adam optimisers and moves the critic targets. `slacjax.steps` jits them.
+then applies the four Adam optimisers and moves the critic targets, each over its parameters
+as one vector (`ravel`). `slacjax.steps` jits them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -92,9 +94,38 @@ def split_batch(batch: Batch, cfg: AgentConfig) -> tuple[Batch, Batch]:
     return batch.take(0, cfg.batch_latent), batch
 
 
-def apply_gradients(opt: optax.GradientTransformation, params, grads, opt_state):
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+def ravel(tree) -> jax.Array:
+    """A pytree's leaves flattened and concatenated in leaf order -> one vector [P]."""
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+
+
+def unravel(flat: jax.Array, like):
+    """The inverse of `ravel`: [P] -> a pytree with the structure and shapes of `like`."""
+    leaves, treedef = jax.tree.flatten(like)
+    ends = np.cumsum([leaf.size for leaf in leaves])
+    return jax.tree.unflatten(treedef, [flat[end - leaf.size:end].reshape(leaf.shape)
+                                        for end, leaf in zip(ends, leaves)])
+
+
+def apply_gradients(opt: optax.GradientTransformation, params, flat_grads: jax.Array,
+                    opt_state) -> tuple[jax.Array, optax.OptState]:
+    """One step of `opt` over all of `params` as one vector -> (new params [P], new state).
+
+    flat_grads [P] is `ravel(grads)`. One transformation of P elements, not one per leaf;
+    `opt_state` keeps the structure `opt.init(params)` gives it (moments shaped like params).
+    """
+    structure = jax.tree.structure(params)
+
+    def like_params(node) -> bool:
+        return jax.tree.structure(node) == structure
+
+    flat_params = ravel(params)
+    flat_state = jax.tree.map(lambda node: ravel(node) if like_params(node) else node, opt_state,
+                              is_leaf=like_params)
+    updates, flat_state = opt.update(flat_grads, flat_state, flat_params)
+    new_state = jax.tree.map(lambda old, new: unravel(new, old) if like_params(old) else new,
+                             opt_state, flat_state, is_leaf=like_params)
+    return flat_params + updates, new_state
 
 
 def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, nets: Networks,
@@ -136,6 +167,7 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
 
     latent_grads, (latent_metrics, latent_features) = jax.grad(latent.elbo_loss, has_aux=True)(
         params.latent, latent_batch, k_latent, cfg, nets)
+    latent_grads = ravel(latent_grads)
     latent_metrics = {**latent_metrics, "latent_grad_norm": optax.global_norm(latent_grads)}
 
     # The default latent batch is the SAC batch's head: its frames are encoded once, for both.
@@ -153,19 +185,22 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
     opts = optimizers(cfg)
     new_latent, latent_opt = apply_gradients(opts["latent"], params.latent, latent_grads,
                                              state.opt_state.latent)
-    new_critic, critic_opt = apply_gradients(opts["critic"], params.critic, critic_grads,
+    new_critic, critic_opt = apply_gradients(opts["critic"], params.critic, ravel(critic_grads),
                                              state.opt_state.critic)
-    new_actor, actor_opt = apply_gradients(opts["actor"], params.actor, actor_grads,
+    new_actor, actor_opt = apply_gradients(opts["actor"], params.actor, ravel(actor_grads),
                                            state.opt_state.actor)
     if cfg.learn_alpha:
-        log_alpha, alpha_opt = apply_gradients(opts["alpha"], state.log_alpha, alpha_grad,
-                                               state.opt_state.alpha)
+        alpha_update, alpha_opt = opts["alpha"].update(alpha_grad, state.opt_state.alpha)
+        log_alpha = state.log_alpha + alpha_update
     else:
         log_alpha, alpha_opt = state.log_alpha, state.opt_state.alpha
 
     new_state = state.replace(
-        params=Params(latent=new_latent, actor=new_actor, critic=new_critic),
-        target_critic=sac.polyak(state.target_critic, new_critic, cfg.tau),
+        params=Params(latent=unravel(new_latent, params.latent),
+                      actor=unravel(new_actor, params.actor),
+                      critic=unravel(new_critic, params.critic)),
+        target_critic=unravel(sac.polyak(ravel(state.target_critic), new_critic, cfg.tau),
+                              state.target_critic),
         log_alpha=log_alpha,
         opt_state=OptStates(latent=latent_opt, actor=actor_opt, critic=critic_opt,
                             alpha=alpha_opt),
@@ -181,10 +216,12 @@ def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentCon
     """Latent-model-only update (pretraining) on `batch_latent` sequences -> (state, metrics)."""
     grads, (metrics, _) = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch,
                                                                    key, cfg, nets)
+    grads = ravel(grads)
     metrics = {**metrics, "latent_grad_norm": optax.global_norm(grads)}
     new_latent, latent_opt = apply_gradients(optimizers(cfg)["latent"], state.params.latent,
                                              grads, state.opt_state.latent)
-    return state.replace(params=state.params.replace(latent=new_latent),
+    return state.replace(params=state.params.replace(latent=unravel(new_latent,
+                                                                    state.params.latent)),
                          opt_state=state.opt_state.replace(latent=latent_opt),
                          step=state.step + 1), metrics
 

@@ -181,17 +181,22 @@ def find_runs(paths: list[pathlib.Path]) -> list[Run]:
     return runs
 
 
+def by_implementation(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by who trained them, slacjax first: the report is about the first group;
+    the others are drawn beside it (`side_by_side`)."""
+    grouped = {}
+    for run in runs:
+        grouped.setdefault(run.implementation, []).append(run)
+    return dict(sorted(grouped.items(), key=lambda item: (item[0] != "slacjax", item[0])))
+
+
 def by_task(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by task (sorted); one action repeat per task, or ReportError."""
+    """One implementation's runs grouped by task (sorted); one action repeat per task, or
+    ReportError."""
     grouped = {}
     for run in sorted(runs, key=lambda run: (run.task, run.seed, str(run.path))):
         grouped.setdefault(run.task, []).append(run)
     for task, task_runs in grouped.items():
-        implementations = sorted({run.implementation for run in task_runs})
-        if len(implementations) > 1:
-            raise ReportError(f"{task}: runs of {' and '.join(implementations)} (e.g. "
-                              f"{task_runs[0].path}) are not seeds of one run; report each "
-                              "implementation separately")
         repeats = sorted({run.action_repeat for run in task_runs})
         if len(repeats) > 1:
             raise ReportError(f"{task}: runs with action repeats {repeats} (e.g. "
@@ -452,6 +457,64 @@ def curves_table(grouped: dict[str, list[Run]], out: pathlib.Path) -> None:
                 writer.writerow(row)
 
 
+def last_eval_minutes(task_runs: list[Run]) -> float:
+    """The median over seeds of the wall-clock minutes to each seed's last evaluation."""
+    return float(np.median([run.evals[max(run.evals)].get("wall_time", np.nan)
+                            for run in task_runs]) / 60)
+
+
+def side_by_side(implementations: dict[str, dict[str, list[Run]]],
+                 out: pathlib.Path) -> list[str]:
+    """Where another implementation (the PyTorch port) has runs of a task the report's own
+    implementation has: `side_by_side_<task>.png` with both stochastic curves, and per common
+    evaluation step each one's mean [95% CI] and the difference of their means with its 95%
+    bootstrap interval (each side's seeds resampled on their own). -> report.md lines."""
+    (name, grouped), *others = implementations.items()
+    lines = []
+    for other, other_grouped in others:
+        for task in sorted(set(grouped) & set(other_grouped)):
+            sides = ((name, grouped[task]), (other, other_grouped[task]))
+            steps = sorted(set(common_steps(sides[0][1])) & set(common_steps(sides[1][1])))
+            if not lines:
+                lines += ["", "## Side by side", "",
+                          "Stochastic returns, mean over each implementation's seeds [95% "
+                          "bootstrap interval] (seeds), and the difference of the means with "
+                          "its 95% bootstrap interval (each side's seeds resampled on their "
+                          "own): an interval that holds 0 is a difference within seed noise."]
+            figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+            for color, (who, task_runs) in zip(("C0", "C1"), sides):
+                curve_steps, mean, low, high = curve(task_runs, "stochastic")
+                axis.errorbar(curve_steps, mean, yerr=[mean - low, high - mean], color=color,
+                              capsize=4, zorder=3, **_marker(len(curve_steps)),
+                              label=f"{who} ({len(task_runs)} seeds: mean, 95% CI, each seed)")
+                axis.fill_between(curve_steps, low, high, color=color, alpha=0.15,
+                                  linewidth=0, zorder=2)
+                for run in task_runs:  # each seed, so a 5-seed mean shows its spread
+                    axis.plot(curve_steps, run.returns("stochastic", curve_steps), ".",
+                              color=color, alpha=0.45, zorder=2)
+            axis.set_title(f"{task}: {name} and {other} on one protocol", fontsize=10)
+            plots.env_step_axis(axis)
+            axis.set_ylabel("episode return (stochastic)")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+            figure.tight_layout()
+            plots.save(figure, out / f"side_by_side_{task}.png")
+            lines += ["", f"### {task}: {name} − {other}", "",
+                      f"![{task}, side by side](side_by_side_{task}.png)", "",
+                      f"| env steps | {name} | {other} | difference of the means |",
+                      "| --- | --- | --- | --- |"]
+            for step in steps:
+                values = [[run.evals[step]["return_stochastic"] for run in task_runs]
+                          for _, task_runs in sides]
+                difference, low, high = stats.bootstrap_difference_ci(*values)
+                lines.append(f"| {step:,} | {cell(values[0])} | {cell(values[1])} | "
+                             f"{difference:+.1f} [{low:+.1f}, {high:+.1f}] |")
+            lines += ["", "Wall-clock to the last evaluation, median over seeds: "
+                      + ", ".join(f"{who} {last_eval_minutes(task_runs):.1f} min"
+                                  for who, task_runs in sides) + "."]
+    return lines
+
+
 # --------------------------------------------------------------------------------- report.md
 
 def markdown(paths, grouped, overlay, hours, results) -> str:
@@ -522,7 +585,8 @@ def report(paths: list[pathlib.Path], out: pathlib.Path, out_given: bool = True)
     for run in runs:
         if run.torn is not None:
             print(f"skipped {run.torn}", file=sys.stderr)
-    grouped = by_task(runs)
+    implementations = {name: by_task(group) for name, group in by_implementation(runs).items()}
+    grouped = next(iter(implementations.values()))
     for line in repeated_seeds(grouped):
         print(line, file=sys.stderr)
     prepare_out(out, out_given)
@@ -533,7 +597,9 @@ def report(paths: list[pathlib.Path], out: pathlib.Path, out_given: bool = True)
     profiles_figure(grouped, aggregate_steps(grouped), out)
     hours = wall_clock_figure(grouped, out)
     path = out / "report.md"
-    durable.write_bytes(path, markdown(paths, grouped, overlay, hours, results).encode())
+    text = markdown(paths, grouped, overlay, hours, results)
+    text += "\n".join(side_by_side(implementations, out))
+    durable.write_bytes(path, text.encode())
     return path
 
 
@@ -557,13 +623,23 @@ def prepare_out(out: pathlib.Path, given: bool) -> None:
                           "pass out=DIR to write the report elsewhere") from None
 
 
+USAGE = "usage: python -m experiments.report PATH [PATH ...] [out=DIR]"
+ARGUMENTS = """  PATH     a run dir, a folder of run dirs (searched recursively) or a sweep dir
+  out=DIR  where report.md, its figures and curves.csv go (default: <first PATH>/report)
+
+Exit status: 0; 2 for bad input (the line names the argument); 1 for a write that failed."""
+
+
 def main(arguments: list[str]) -> int:
     """The command -> its exit status: 0, 2 for bad input (each argument at fault named), 1
     for a write that failed (a full disk: one line, nothing half-written left)."""
+    if any(argument in ("-h", "--help") for argument in arguments):
+        print("\n\n".join([USAGE, __doc__.strip().split("\n\n", 2)[2], ARGUMENTS]))
+        return 0
     outs = [argument[4:] for argument in arguments if argument.startswith("out=")]
     paths = [pathlib.Path(argument) for argument in arguments if not argument.startswith("out=")]
     if not paths or len(outs) > 1:
-        print("usage: python -m experiments.report PATH [PATH ...] [out=DIR]", file=sys.stderr)
+        print(f"{USAGE} (--help: what they are)", file=sys.stderr)
         return 2
     out = pathlib.Path(outs[0]) if outs else paths[0] / "report"
     try:

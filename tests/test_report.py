@@ -155,8 +155,7 @@ def test_sweep_dir_finds_its_jobs_run_dirs(tmp_path):
     assert [run.seed for run in runs] == [0, 1]
 
 
-@pytest.mark.parametrize("case", ["empty", "no_eval", "mixed_repeat", "disjoint", "missing",
-                                  "mixed_implementation"])
+@pytest.mark.parametrize("case", ["empty", "no_eval", "mixed_repeat", "disjoint", "missing"])
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     root = tmp_path / "runs"
     root.mkdir()
@@ -165,10 +164,6 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     if case == "mixed_repeat":
         write_run(root / "a", "cheetah_run", {0: known_returns(1, 0)})
         write_run(root / "b", "cheetah_run", {1: known_returns(1, 1)}, action_repeat=2)
-    if case == "mixed_implementation":  # the port's run is no seed of slacjax's
-        write_run(root / "a", "cheetah_run", {0: known_returns(1, 0)})
-        write_run(root / "b", "cheetah_run", {1: known_returns(1, 1)},
-                  implementation="slac.pytorch 8b9d520")
     if case == "disjoint":
         write_run(root / "a", "cheetah_run", {0: {10_000: (1.0, 1.0)}})
         write_run(root / "b", "cheetah_run", {1: {20_000: (1.0, 1.0)}})
@@ -244,3 +239,32 @@ def test_curves_name_the_implementation(tmp_path):
     labels = axis.get_legend_handles_labels()[1]
     assert "slac.pytorch 8b9d520 stochastic (mean over seeds, 95% CI)" in labels
     report.plt.close(figure)
+
+
+def test_another_implementation_is_drawn_beside_with_the_difference_of_means(tmp_path):
+    """The port's seeds are no seeds of slacjax's: the report is slacjax's, and a side-by-side
+    section gives both means and their difference with its interval at each common step."""
+    root = tmp_path / "runs"
+    ours = {0: (110.0, 0.0), 1: (130.0, 0.0), 2: (150.0, 0.0)}
+    theirs = {3: (100.0, 0.0), 4: (120.0, 0.0)}
+    for seed, returns in ours.items():
+        write_run(root / f"slacjax{seed}", "cheetah_run", {seed: {STEPS[-1]: returns}})
+    for seed, returns in theirs.items():
+        write_run(root / f"port{seed}", "cheetah_run", {seed: {STEPS[-1]: returns}},
+                  implementation="slac.pytorch 8b9d520")
+    assert report.main([str(root), f"out={tmp_path / 'out'}"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| cheetah_run | 4 (4) | 3 (0, 1, 2) | 100,000 |" in text  # the report is slacjax's seeds
+    difference, low, high = stats.bootstrap_difference_ci([110, 130, 150], [100, 120])
+    assert difference == pytest.approx(20.0) and low < 20.0 < high
+    assert (f"| 100,000 | 130.0 [{stats.bootstrap_mean_ci(np.array([110.0, 130, 150]))[0]:.1f}"
+            in text)
+    assert f"| +20.0 [{low:+.1f}, {high:+.1f}] |" in text
+    assert (tmp_path / "out" / "side_by_side_cheetah_run.png").stat().st_size > 0
+
+
+def test_bootstrap_difference_interval_shifts_with_the_groups():
+    difference, low, high = stats.bootstrap_difference_ci([1.0, 1.0, 1.0], [0.0, 0.0])
+    assert (difference, low, high) == (1.0, 1.0, 1.0)
+    difference, low, high = stats.bootstrap_difference_ci([0.0, 10.0], [0.0, 10.0])
+    assert difference == 0.0 and low == pytest.approx(-10.0) and high == pytest.approx(10.0)

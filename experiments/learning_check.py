@@ -3,7 +3,7 @@
     python -m experiments.learning_check                        # preset=check, seed 0
     python -m experiments.learning_check seed=1 run_dir=/tmp/c  # any experiments.run override
     python -m experiments.learning_check --random-episodes 200 --quantile 0.99
-    python -m experiments.learning_check --any-of 2             # seeds 0, 1: passes if either learns
+    python -m experiments.learning_check --any-of 2             # seeds 0, 1: passes if one learns
 
 Trains `preset=check` (experiments/conf/preset/check.yaml; docs/learning-on-cpu.md has the
 measurements behind it) with `experiments.run` in a child process, so the overrides, the run

@@ -254,7 +254,7 @@ def test_another_implementation_is_drawn_beside_with_the_difference_of_means(tmp
                   implementation="slac.pytorch 8b9d520")
     assert report.main([str(root), f"out={tmp_path / 'out'}"]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| cheetah_run | 4 (4) | 3 (0, 1, 2) | 100,000 |" in text  # the report is slacjax's seeds
+    assert "| cheetah_run | 4 (4) | 3 (0, 1, 2) | 100,000 |" in text  # slacjax's seeds
     difference, low, high = stats.bootstrap_difference_ci([110, 130, 150], [100, 120])
     assert difference == pytest.approx(20.0) and low < 20.0 < high
     assert (f"| 100,000 | 130.0 [{stats.bootstrap_mean_ci(np.array([110.0, 130, 150]))[0]:.1f}"

@@ -98,7 +98,9 @@ def bench_encoder(args) -> None:
         for c_in, c_out, k, stride, pad, size in ENCODER:
             out_size = (size + 2 * pad - k) // stride + 1
             x, kernel, cotangent = layer_inputs(args.frames, c_in, c_out, k, size, out_size)
-            layer = (lambda a, b, fun=fun, s=stride, p=pad: fun(a, b, (s, s), ((p, p), (p, p))))
+            def layer(a, b, fun=fun, s=stride, p=pad):
+                return fun(a, b, (s, s), ((p, p), (p, p)))
+
             if args.forward_only:
                 first, ms, cpu_ms = median_ms(jax.jit(layer), (x, kernel), args.iters)
             else:
@@ -155,10 +157,10 @@ def autoencoder_loss(args):
 
     def loss(params):
         x = frames
-        for kernel, (*_, k, s, p, _) in zip(params[0], ENCODER):
+        for kernel, (*_, s, p, _) in zip(params[0], ENCODER):
             x = jax.nn.leaky_relu(conv(x, kernel, (s, s), ((p, p), (p, p))), 0.2)
         x = jnp.broadcast_to(x, (x.shape[0], 4, 4, x.shape[-1]))
-        for kernel, (*_, k, s, p, _) in zip(params[1], DECODER):
+        for kernel, (*_, s, p, _) in zip(params[1], DECODER):
             x = jax.nn.leaky_relu(transpose(x, kernel, s, p), 0.2)
         return jnp.mean((x - frames) ** 2)
 

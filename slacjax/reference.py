@@ -59,7 +59,9 @@ def _curves() -> dict[str, Curve]:
     for task in dict.fromkeys(row["task"] for row in rows):
         mine = sorted((row for row in rows if row["task"] == task),
                       key=lambda row: int(row["env_step"]))
-        column = lambda name: np.array([float(row[name]) for row in mine])  # noqa: E731
+        def column(name, mine=mine):
+            return np.array([float(row[name]) for row in mine])
+
         first = mine[0]
         curves[task] = Curve(
             task=task, action_repeat=int(first["action_repeat"]),

@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 from hydra.core.plugins import Plugins
 
-from experiments.run import (USER_ERRORS, SubmititRequeue, compose, error_line, job_overrides,
-                             validate)
+from experiments.run import (
+    USER_ERRORS,
+    SubmititRequeue,
+    compose,
+    error_line,
+    job_overrides,
+    validate,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"

@@ -1,6 +1,7 @@
 """The launcher's configuration: Hydra overrides, presets, sweeps and validation (in-process)."""
 
 import pytest
+
 from experiments.run import USER_ERRORS, error_line, experiment_config, job_overrides, validate
 from slacjax.config import AgentConfig, ExperimentConfig, TrainConfig
 from slacjax.tasks import PLANET_TASKS

@@ -136,7 +136,8 @@ def test_init_and_sample_shapes():
     chex.assert_shape(replay.frames, (64, 8, 8, 3))
     chex.assert_type(replay.frames, jnp.uint8)
     chex.assert_shape(replay.actions, (64, ACTION_DIM))
-    chex.assert_shape([replay.rewards, replay.terminals, replay.episode, replay.episode_step], (64,))
+    chex.assert_shape([replay.rewards, replay.terminals, replay.episode, replay.episode_step],
+                      (64,))
     chex.assert_type([replay.actions, replay.rewards, replay.terminals], jnp.float32)
     chex.assert_type([replay.episode, replay.episode_step, replay.cursor, replay.size,
                       replay.next_episode], jnp.int32)
@@ -250,7 +251,10 @@ def test_a_terminal_is_only_ever_the_last_transition_of_a_window():
 def test_memory_is_the_frames_and_transitions_with_little_overhead():
     capacity, action_dim = 100_000, 6
     shapes = jax.eval_shape(lambda: rp.init(capacity, action_dim, image_size=64))
-    nbytes = lambda leaf: int(np.prod(leaf.shape)) * leaf.dtype.itemsize
+
+    def nbytes(leaf):
+        return int(np.prod(leaf.shape)) * leaf.dtype.itemsize
+
     total = sum(nbytes(leaf) for leaf in jax.tree.leaves(shapes))
     transitions = nbytes(shapes.actions) + nbytes(shapes.rewards) + nbytes(shapes.terminals)
     assert nbytes(shapes.frames) == capacity * 64 * 64 * 3
@@ -270,8 +274,8 @@ def test_vmap_over_independent_replays_matches_separate_calls():
     num_valids = jax.vmap(lambda r: rp.num_valid(r, L))(replays)
     for i, stream in enumerate(streams):
         separate = fill(empty, *stream.args())
-        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], replays), separate)
-        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], batches),
+        chex.assert_trees_all_equal(jax.tree.map(lambda x, i=i: x[i], replays), separate)
+        chex.assert_trees_all_equal(jax.tree.map(lambda x, i=i: x[i], batches),
                                     sample(separate, keys[i], batch_size=64, sequence_length=L))
         assert int(num_valids[i]) == int(rp.num_valid(separate, L))
 

@@ -13,9 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from slacjax import latent, networks, parallel, sac
+from slacjax import latent, networks, parallel, sac, update
 from slacjax import replay as replay_lib
-from slacjax import update
 from slacjax.config import AgentConfig
 from slacjax.steps import make_steps
 from tests.helpers import ACTION_DIM, NETS, SMALL, smooth_batch, to_device
@@ -73,45 +72,6 @@ def fresh_state(seed: int = 0):
     return STEPS.init_state(jax.random.PRNGKey(seed)[None])
 
 
-def reference_update(state: update.TrainState, batch, key, cfg: AgentConfig, nets):
-    """`update.update` as it was computed before its optimisers and target averaging ran on
-    one vector per parameter group: leaf by leaf. Called with `reference_rollout` patched in,
-    it is the update's former formulation whole."""
-    k_latent, k_rollout, k_critic, k_actor = jax.random.split(key, 4)
-    latent_batch, sac_batch = update.split_batch(batch, cfg)
-    params, alpha = state.params, jnp.exp(state.log_alpha)
-    latent_grads, (latent_metrics, features) = jax.grad(latent.elbo_loss, has_aux=True)(
-        params.latent, latent_batch, k_latent, cfg, nets)
-    latent_metrics["latent_grad_norm"] = optax.global_norm(latent_grads)
-    z, z_next, now, nxt = update.sac_inputs(params.latent, sac_batch, k_rollout, nets, features)
-    critic_grads, critic_metrics = jax.grad(sac.critic_loss, has_aux=True)(
-        params.critic, state.target_critic, params.actor, alpha, z, z_next,
-        sac_batch.actions[:, -1], sac_batch.rewards[:, -1], sac_batch.terminals[:, -1], nxt,
-        k_critic, cfg.gamma, nets)
-    actor_grads, (actor_metrics, log_pi) = jax.grad(sac.actor_loss, has_aux=True)(
-        params.actor, params.critic, alpha, z, now, k_actor, nets)
-    alpha_grad, alpha_metrics = jax.grad(sac.alpha_loss, has_aux=True)(
-        state.log_alpha, log_pi, -float(nets.actor.action_dim))
-    opts = update.optimizers(cfg)
-
-    def apply(name, params, grads, opt_state):
-        updates, opt_state = opts[name].update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    new = {name: apply(name, getattr(params, name), grads, getattr(state.opt_state, name))
-           for name, grads in (("latent", latent_grads), ("critic", critic_grads),
-                               ("actor", actor_grads))}
-    log_alpha, alpha_opt = apply("alpha", state.log_alpha, alpha_grad, state.opt_state.alpha)
-    new_state = state.replace(
-        params=update.Params(**{name: new[name][0] for name in new}),
-        target_critic=sac.polyak(state.target_critic, new["critic"][0], cfg.tau),
-        log_alpha=log_alpha,
-        opt_state=update.OptStates(alpha=alpha_opt, **{name: new[name][1] for name in new}),
-        step=state.step + 1)
-    return new_state, {**latent_metrics, **critic_metrics, **actor_metrics, **alpha_metrics,
-                       "alpha": alpha}
-
-
 def assert_same_update(got, want):
     """States and metrics of the same update computed in two formulations; the optimisers'
     moments hold the gradients (after one step, m = (1 − β1)·g)."""
@@ -126,15 +86,16 @@ FORMULATION_CFG = AgentConfig(batch_sac=2, batch_latent=2, hidden_dim=32, z1_dim
 
 
 def updates_of_both_formulations(count: int, jit: bool):
-    """`count` updates from one state and batch, by `update.update` and by the former
-    formulation -> ([(state, metrics)] per update, the same of the former)."""
+    """`count` updates from one state and batch by `update.update`, and by it with the
+    step-by-step rollout it replaced (`reference_rollout`) -> ([(state, metrics)] per update,
+    the same of the former)."""
     nets = networks.build(FORMULATION_CFG, ACTION_DIM)
     state = init_state(FORMULATION_CFG, ACTION_DIM, jax.random.PRNGKey(0))
     batch = to_device(smooth_batch(0, batch_size=2))
     keys = jax.random.split(jax.random.PRNGKey(1), count)
 
-    def run(step):
-        step = functools.partial(step, cfg=FORMULATION_CFG, nets=nets)
+    def run():
+        step = functools.partial(update.update, cfg=FORMULATION_CFG, nets=nets)
         step = jax.jit(step) if jit else step
         results, current = [], state
         for key in keys:
@@ -142,10 +103,10 @@ def updates_of_both_formulations(count: int, jit: bool):
             results.append((current, metrics))
         return results
 
-    got = run(update.update)
+    got = run()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(latent, "posterior_rollout", reference_rollout)
-        return got, run(reference_update)
+        return got, run()
 
 
 def test_two_updates_equal_the_former_formulation():

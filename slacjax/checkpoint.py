@@ -1,11 +1,13 @@
 """A run's checkpoints: {TrainState, Replay, meta (counters, config)} via orbax's CheckpointManager.
 
 Checkpoints are numbered 0, 1, 2, … in the order they were written (several can share an env
-step: the end of collection, of pretraining, an interrupt), and each one's meta names its env
-step. orbax writes each into a temporary directory and renames it when complete; the last
-`keep` are kept. Then `FILES` records every file's size and CRC-32: orbax restores a truncated
-or altered file without a word in some cases (a cut tail, a flipped byte), so a restore checks
-them first and names what differs (missing, empty, shorter, grown, content).
+step: the end of collection, of pretraining, an interrupt); a folder is named by its env step
+(9 digits) and its number, `000160000_7`, so that a user can tell which is which (folders
+written before, named by the number alone, are read as well). orbax writes each into a
+temporary directory and renames it when complete; the last `keep` are kept. Then `FILES`
+records every file's size and CRC-32: orbax restores a truncated or altered file without a
+word in some cases (a cut tail, a flipped byte), so a restore checks them first and names
+what differs (missing, empty, shorter, grown, content).
 `restore_newest` falls back past damaged checkpoints (their files, the record itself, a meta
 the caller finds of another shape), moving each to `<number>.corrupt` (which orbax does not
 list). A failed save removes its partial files and raises `CheckpointWriteError`, one line
@@ -29,6 +31,7 @@ from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from slacjax import durable, parallel
 
@@ -37,6 +40,7 @@ FILES = "slacjax_files.json"  # inside each checkpoint: {relative path: [size, c
 META_FILE = "meta/metadata"  # inside each checkpoint: orbax's file of the JSON item `meta`
 DAMAGED_SUFFIX = ".corrupt"
 _PARTIAL_MARK = ".orbax-checkpoint-tmp"  # in the names of orbax's unfinished directories
+_NAME = re.compile(r"(?:(\d{9,})_)?(\d+)")  # <env step>_<number>, or <number> (older)
 _CHUNK = 1 << 22
 _WRITER_WAIT_S = 60.0  # for orbax's writer threads after a failed save
 
@@ -96,6 +100,32 @@ def _drop_orbax_leftovers(hook: Callable) -> Callable:
 
 
 sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
+
+
+class _Names(ocp.path.step.NameFormat):
+    """orbax's naming of the checkpoint folders: orbax's step is the checkpoint's number; a
+    folder is `<env step, 9 digits>_<number>`, or `<number>` (written before names held the
+    env step, or saved without one). Unfinished and set-aside folders do not match."""
+
+    def __init__(self):
+        self.env_step: int | None = None  # of the save under way
+
+    def build_name(self, step: int) -> str:
+        return str(step) if self.env_step is None else f"{self.env_step:09d}_{step}"
+
+    def find_all(self, base_path) -> list:
+        base = pathlib.Path(base_path)
+        if not base.is_dir():
+            return []
+        return [ocp.path.step.Metadata(step=int(match[2]), path=epath.Path(path))
+                for path in base.iterdir()
+                if (match := _NAME.fullmatch(path.name)) and path.is_dir()]
+
+    def find_step(self, base_path, step: int):
+        for metadata in self.find_all(base_path):
+            if metadata.step == step:
+                return metadata
+        raise ValueError(f"no checkpoint {step} in {base_path}")
 
 
 def _with_local_sharding(abstract_tree):
@@ -265,8 +295,9 @@ class Checkpoints:
                 say(f"removed {partial}, a checkpoint left half-written by a killed run")
         # read_only: for readers (evaluation, tests) that never save; it only skips creating
         # the directory (orbax's own read-only mode logs warnings on every use).
+        self.names = _Names()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only,
+            max_to_keep=keep, create=not read_only, step_name_format=self.names,
             # Saves block: the state is donated to the next update right after a save.
             enable_async_checkpointing=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -284,16 +315,22 @@ class Checkpoints:
         return numbers[-1] if numbers else None
 
     def path(self, number: int) -> pathlib.Path:
-        return self.directory / str(number)
+        """The folder of checkpoint `number` (where a save under way writes it)."""
+        for metadata in self.names.find_all(self.directory):
+            if metadata.step == number:
+                return pathlib.Path(metadata.path)
+        return self.directory / self.names.build_name(number)
 
-    def save(self, state, replay, meta: dict) -> pathlib.Path:
-        """Writes checkpoint latest+1 and waits until it is on disk -> its path.
+    def save(self, state, replay, meta: dict, env_step: int | None = None) -> pathlib.Path:
+        """Writes checkpoint latest+1 (named by `env_step`, where given) and waits until it
+        is on disk -> its path.
 
         Raises CheckpointWriteError when the file system refuses (its partial files removed,
         the earlier checkpoints untouched).
         """
         previous = self.latest()
         number = 0 if previous is None else previous + 1
+        self.names.env_step = env_step
         path = self.path(number)
         self.failed_save = False
         try:
@@ -312,6 +349,8 @@ class Checkpoints:
                 raise
         else:
             return path
+        finally:
+            self.names.env_step = None
         self._remove_partial(number)
         kept = "no earlier checkpoint" if previous is None else f"{self.path(previous)} is intact"
         raise CheckpointWriteError(f"could not write checkpoint {path}: {os_error} "

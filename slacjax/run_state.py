@@ -120,7 +120,7 @@ def save(checkpoints: checkpoint.Checkpoints, state, replay, record: Record, act
                 metric_sum=record.metric_sum,
                 metric_weight=record.metric_weight, action_dim=action_dim,
                 identity=cfg.identity())
-    return checkpoints.save(state, replay, meta)
+    return checkpoints.save(state, replay, meta, env_step=record.counters.env_steps)
 
 
 def _record(meta: dict, num_seeds: int) -> Record:

@@ -110,7 +110,7 @@ def test_damaged_checkpoints_and_videos_elsewhere(one_seed, tmp_path, capsys):
     `checkpoint=N` does not need; videos go to `video_dir` when asked."""
     run_dir = tmp_path / "run"
     shutil.copytree(one_seed, run_dir)
-    newest = run_dir / "checkpoints" / "1"
+    newest = run_dir / "checkpoints" / "000000000_1"  # <env step>_<number>
     for path in newest.rglob("*"):
         if path.is_file() and path.stat().st_size > 100:
             path.write_bytes(path.read_bytes()[:100])
@@ -119,7 +119,7 @@ def test_damaged_checkpoints_and_videos_elsewhere(one_seed, tmp_path, capsys):
     run_evaluate(run_dir, episodes=1, envs=1, video=True, video_dir=str(tmp_path / "videos"))
     printed = capsys.readouterr().out
     assert f"skipped checkpoint {newest}" in printed
-    assert f"checkpoint {run_dir / 'checkpoints' / '0'} at env step 0" in printed
+    assert f"checkpoint {run_dir / 'checkpoints' / '000000000_0'} at env step 0" in printed
     assert len(list((tmp_path / "videos").glob("policy_000000000_*"))) == 2
     assert (sorted((run_dir / "media").glob("*")) if media else []) == media
     with pytest.raises(trainer.LaunchError, match="no checkpoint at env step 3"):

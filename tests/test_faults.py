@@ -375,7 +375,7 @@ WRONG_SHAPES = {  # what a meta of another shape holds -> the cause named
 @pytest.mark.parametrize("shape", WRONG_SHAPES)
 def test_counters_of_another_shape_fall_back_in_training_and_evaluation(shape, run_copy,
                                                                          capsys):
-    newest = run_copy / "checkpoints" / "1"
+    newest = run_copy / "checkpoints" / "000000000_1"  # <env step>_<number>
     checkpoints = checkpoint.Checkpoints(run_copy, read_only=True)
     meta = checkpoints.meta(1)
     checkpoints.close()
@@ -391,7 +391,7 @@ def test_counters_of_another_shape_fall_back_in_training_and_evaluation(shape, r
     finally:
         checkpoints.close()
     assert capsys.readouterr().out == f"{line}; left in place\n"
-    assert path == run_copy / "checkpoints" / "0" and env_step == 0
+    assert path == run_copy / "checkpoints" / "000000000_0" and env_step == 0
 
     steps = trainer.make_steps(cfg.agent_config(), 6, cfg.seeds)
     checkpoints = checkpoint.Checkpoints(run_copy, say=pytest.fail)
@@ -400,7 +400,8 @@ def test_counters_of_another_shape_fall_back_in_training_and_evaluation(shape, r
         path, *_ = run_state.restore(checkpoints, steps, 6, cfg, say=said.append)
     finally:
         checkpoints.close()
-    assert said == [f"{line}; moved to 1.corrupt"] and path == run_copy / "checkpoints" / "0"
+    assert said == [f"{line}; moved to 000000000_1.corrupt"]
+    assert path == run_copy / "checkpoints" / "000000000_0"
 
 
 # -------------------------------------------------------------- bad input, before anything
@@ -414,7 +415,7 @@ def test_counters_of_another_shape_fall_back_in_training_and_evaluation(shape, r
     ("agent.tau=0", "tau must be in (0, 1]"),
     ("agent.lr_latent=-1", "lr_latent must be positive, got -1.0"),
     ("agent.lr_alpha=0", "lr_alpha must be positive"),
-    ("agent.sequence_length=11", "shorter than agent.sequence_length (11)"),
+    ("agent.sequence_length=2000", "agent.sequence_length (2000) must be below replay_capacity"),
 ])
 def test_values_out_of_range_are_one_line(override, expected):
     with pytest.raises(USER_ERRORS) as raised:

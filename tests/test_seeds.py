@@ -45,8 +45,8 @@ def test_two_seeds_train_apart_and_resume_after_sigkill(tmp_path, capfd):
     arguments = command("experiments.run", *TWO_SEEDS, f"run_dir={run_dir}")
     process = subprocess.Popen(arguments, cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    # 0: collection's end, 1: pretraining's end, 2: periodic
-    wait_for(lambda: (run_dir / "checkpoints" / "2").exists(), process, 500)
+    # 0: collection's end, 1: pretraining's end, 2: periodic (folders <env step>_<number>)
+    wait_for(lambda: any((run_dir / "checkpoints").glob("*_2")), process, 500)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert all(logger.read_rows(run_dir / f"seed{seed}")[-1]["env_step"] < 200

@@ -1,4 +1,4 @@
-"""Train SLAC: `python -m experiments.run task=cheetah_run [key=value ...]`.
+r"""Train SLAC: `python -m experiments.run task=cheetah_run [key=value ...]`.
 
     python -m experiments.run task=cheetah_run                  # the full protocol
     python -m experiments.run preset=smoke run_dir=/tmp/smoke   # every phase in minutes
@@ -25,6 +25,20 @@ import pathlib
 import signal
 import sys
 
+SETTING_UP = "interrupted while setting up; nothing was trained"
+
+
+def exit_while_setting_up(signum: int, _frame) -> None:
+    """Ctrl-C before the run's own handler (`slacjax.signals`) is in place: one line, now."""
+    print(f"error: {SETTING_UP}", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # before the imports below, which take seconds
+    signal.signal(signal.SIGINT, exit_while_setting_up)
+    if sys.stderr.isatty() and "progress=false" not in sys.argv:
+        print("starting: loading JAX and the config", file=sys.stderr, flush=True)
+
 CONF_DIR = pathlib.Path(__file__).resolve().parent / "conf"
 REPO_DIR = CONF_DIR.parents[1]
 # Before jax is imported: compiled programs survive the process, so reruns start fast.
@@ -43,6 +57,29 @@ ConfigStore.instance().store(name="experiment_schema", node=ExperimentConfig)
 
 USER_ERRORS = (HydraException, OmegaConfBaseException, ValueError)
 MULTIRUN_FLAGS = ("-m", "--multirun")
+HELP_FLAGS = ("-h", "--help")
+
+
+def groups_help() -> str:
+    """The config groups (presets, sweeps, clusters) and their choices, from experiments/conf."""
+    lines = ["Config groups (group=name):"]
+    for group, what in (("preset", "a set of keys"), ("sweep", "one job per combination"),
+                        ("cluster", "where jobs run")):
+        names = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+        lines.append(f"  {group}={'|'.join(names)}  ({what}; experiments/conf/{group}/)")
+    return "\n".join(lines)
+
+
+def help_text() -> str:
+    """`--help`: the command's examples, then every key with its type, default and meaning."""
+    from slacjax.config import experiment_help
+
+    examples = __doc__.split("\n\n")[1]
+    return "\n\n".join([
+        "Train SLAC: python -m experiments.run [key=value ...] [-m]", examples.rstrip(),
+        "-m / --multirun: one job per combination of comma-separated values (seed=0,1,2); "
+        "Hydra's own flags (--cfg job, --info, …) are listed by --hydra-help.",
+        groups_help(), experiment_help()])
 
 
 QUOTING_HINT = ("Hydra reads only ASCII letters, digits and a few symbols outside quotes: "
@@ -81,6 +118,18 @@ def quote_non_ascii(arguments: list[str]) -> list[str]:
 
 def fail(message: str, status: int = 2):
     print(f"error: {message}", file=sys.stderr, flush=True)
+    leave(status)
+
+
+def leave(status: int):
+    """sys.exit(status), or, while a background compile still runs (a stopped run abandons
+    it: XLA cannot stop one, and exiting would wait for it), os._exit once the output is out;
+    everything of the run is closed by then."""
+    compile_ahead = sys.modules.get("slacjax.compile_ahead")
+    if compile_ahead is not None and compile_ahead.compiling():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)
 
 
@@ -168,18 +217,21 @@ def train_job(cfg) -> None:
         fail(str(error))
     except (trainer.TrainingStopped, trainer.durable.WriteError) as error:
         fail(str(error), status=1)
-    except KeyboardInterrupt:  # before the run's own handler is installed: nothing to save
-        fail("interrupted while setting up; nothing was trained", status=128 + signal.SIGINT)
+    except KeyboardInterrupt:  # called in-process, before the run's own handler: nothing to save
+        fail(SETTING_UP, status=128 + signal.SIGINT)
     if status:
         submitit_requeue.requeue_if_asked()
-        sys.exit(status)
+        leave(status)
 
 
 def main() -> None:
+    if any(argument in HELP_FLAGS for argument in sys.argv[1:]):
+        print(help_text())
+        return
     sys.argv[1:] = quote_non_ascii(sys.argv[1:])  # Hydra reads sys.argv again
     arguments = sys.argv[1:]
     flags = [argument for argument in arguments if argument.startswith("-")]
-    # Hydra's own commands (--help, --cfg, --info, …) go to Hydra untouched.
+    # Hydra's own commands (--hydra-help, --cfg, --info, …) go to Hydra untouched.
     if all(flag in MULTIRUN_FLAGS for flag in flags):
         overrides = [argument for argument in arguments if not argument.startswith("-")]
         try:

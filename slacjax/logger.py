@@ -287,6 +287,16 @@ class Progress:
     def eval_done(self, stochastic_return: float) -> None:
         self.postfix["eval_return"] = f"{stochastic_return:.1f}"
 
+    def doing(self, what: str | None) -> None:
+        """Shows on the bar what the run is busy with between its steps (a checkpoint, an
+        evaluation, pictures) until the next call; None clears it."""
+        if what is None:
+            self.postfix.pop("now", None)
+        else:
+            self.postfix["now"] = what
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix, refresh=True)
+
     def write(self, line: str) -> None:
         """A line on stderr that does not break the bar."""
         if self.bar is not None:
@@ -303,17 +313,25 @@ class Progress:
 
 class RunEta:
     """Seconds left in the whole run from the rates measured so far: each phase's seconds
-    per unit (agent step; update in pretraining). Before training has a rate of its own, an
-    agent step is taken to cost an env step of collection plus two pretraining updates (the
-    fused update does the latent update and about as much again for SAC); evaluations are
-    not counted."""
+    per unit (agent step; update in pretraining), and, for a phase that has no rate of its own
+    yet, its step timed once compiled (`timed`: pretraining's seconds per update, the fused
+    update's). An agent step of training costs an env step of collection and a fused update
+    every `update_every` agent steps; before the fused update is timed, two pretraining
+    updates (it does the latent update and about as much again for SAC). Evaluations are not
+    counted."""
 
-    def __init__(self):
+    def __init__(self, update_every: int = 1, updates_per_step: int = 1):
         self.seconds_per: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # {"pretraining" | "fused update": seconds/update}
+        self.updates_per_agent_step = updates_per_step / update_every
         self.mark = None
 
     def start(self, phase: str, done: int) -> None:
         self.mark = (phase, done, time.monotonic())
+
+    def timed(self, step: str, seconds_per_update: float) -> None:
+        """`step`'s seconds per update, timed on its own (a background warm-up)."""
+        self.timings[step] = seconds_per_update
 
     def remaining(self, done: int, left: dict[str, int]) -> float | None:
         """`done`: the current phase's units so far; `left`: {phase: units left}."""
@@ -323,8 +341,12 @@ class RunEta:
         if done > start:
             self.seconds_per[phase] = (time.monotonic() - started) / (done - start)
         per = dict(self.seconds_per)
-        if "train" not in per and {"collect", "pretrain"} <= set(per):
-            per["train"] = per["collect"] + 2 * per["pretrain"]
+        if "pretrain" not in per and "pretraining" in self.timings:
+            per["pretrain"] = self.timings["pretraining"]
+        update = self.timings.get("fused update", 2 * per["pretrain"] if "pretrain" in per
+                                  else None)
+        if "train" not in per and "collect" in per and update is not None:
+            per["train"] = per["collect"] + self.updates_per_agent_step * update
         if any(count > 0 and name not in per for name, count in left.items()):
             return None
         return sum(count * per[name] for name, count in left.items() if count > 0)

@@ -13,7 +13,7 @@ class RunProgress(logger.Progress):
 
     def __init__(self, cfg: ExperimentConfig):
         super().__init__(cfg.progress)
-        self.cfg, self.eta = cfg, logger.RunEta()
+        self.cfg, self.eta = cfg, logger.RunEta(cfg.update_every, cfg.updates_per_step)
 
     def start_phase(self, counters: Counters, total: int) -> None:
         """A bar for the current phase, from where it stands to `total`."""

@@ -42,12 +42,15 @@ class Reports:
         seed's stochastic and greedy policy; rows, curves, then the log line beside the
         paper's return. NonFinitePolicy if an action is not finite."""
         started = time.monotonic()
+        episodes = self.cfg.eval_episodes
+        self.progress.doing(f"evaluating ({episodes} episode{'s' * (episodes != 1)} per policy)")
         rows = eval_rows(counters, {policy: self.returns(params, counters.evals, policy, greedy)
                                     for policy, greedy in POLICIES})
         paper = reference.mean_at(self.cfg.task, counters.env_steps)
         files.write_evaluation(rows, started, stopwatch, paper)
         self.progress.write(eval_line(counters.env_steps, rows, paper))
         self.progress.eval_done(mean_return(rows, "stochastic"))
+        self.progress.doing(None)
 
     def returns(self, params, evaluation_number: int, policy: str,
                 greedy: bool) -> np.ndarray:
@@ -67,6 +70,7 @@ class Reports:
         """Per seed, ground truth, posterior reconstruction and prior imagination of one
         replay sequence (PNG and GIF in its media dir), named by phase and env step."""
         c = counters
+        self.progress.doing("drawing the reconstructions")
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(
             self.picture_keys, c.env_steps + c.pretrain_updates)
         truth, posterior, prior = (np.asarray(images) for images in self.steps.reconstruct(
@@ -75,6 +79,7 @@ class Reports:
             truth, posterior, prior, f"reconstruction_{c.phase}_{c.env_steps:09d}",
             title=f"{self.cfg.task} at env step {c.env_steps}: truth / posterior / prior "
                   "from frame 0")
+        self.progress.doing(None)
 
     def close(self) -> None:
         if self.eval_env is not None:

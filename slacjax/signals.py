@@ -1,8 +1,11 @@
 """Ctrl-C and SIGTERM during a run: stop at the next step and checkpoint; a second one exits.
 
-The first signal only records the request (the loop checks it between steps) and says at once
-what the run is waiting for; a second exits on the spot, naming the checkpoint the next run
-will resume from. Writes go to stderr, which the progress bar shares.
+The first signal only records the request (the loop checks it between steps), abandons the
+background compiles (`on_request`: XLA cannot stop one, and the next run compiles again),
+and says at once what the run finishes before it saves; a second exits on the spot, naming
+the checkpoint the next run will resume from. A Ctrl-C where the run has nothing new since
+its last checkpoint (`can_save` false: it is being set up, or has just saved) exits on the
+spot. Writes go to stderr, which the progress bar shares.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import signal
 import sys
 from typing import Callable
 
+from slacjax import durable
+
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -20,15 +25,20 @@ class StopRequests:
 
     waiting_for() -> what the run finishes before it can save ("the current update");
     resume_point() -> what a rerun would resume from ("checkpoint …/3 at env step 160");
-    waits_after() -> what it still waits for after saving, before it exits (a background
-    compile), or None.
+    abandons() -> the background compile a stop leaves unfinished, or None;
+    on_request() is called at the first request; can_save() -> whether there is anything new
+    to save (false: a SIGINT exits at once).
     """
 
     def __init__(self, waiting_for: Callable[[], str], resume_point: Callable[[], str],
-                 waits_after: Callable[[], str | None] = lambda: None):
+                 abandons: Callable[[], str | None] = lambda: None,
+                 on_request: Callable[[], None] = lambda: None,
+                 can_save: Callable[[], bool] = lambda: True):
         self.waiting_for = waiting_for
         self.resume_point = resume_point
-        self.waits_after = waits_after
+        self.abandons = abandons
+        self.on_request = on_request
+        self.can_save = can_save
         self.signum: int | None = None
         self.previous = {}
 
@@ -46,15 +56,24 @@ class StopRequests:
 
     def handle(self, signum: int, _frame) -> None:
         name = signal.Signals(signum).name
-        if self.signum is None:
+        # SIGTERM always saves: SLURM's and submitit's stop, whose requeue follows the save.
+        if self.signum is None and (signum != signal.SIGINT or self.can_save()):
             self.signum = signum
-            after = self.waits_after()
-            then = "" if after is None else f", then waiting for {after} before exiting"
+            abandoned = self.abandons()
+            self.on_request()
+            then = ("" if abandoned is None else
+                    f"; {abandoned} is abandoned (the next run compiles it again)")
             _say(f"{name}: stopping after {self.waiting_for()}, then saving a checkpoint{then} "
                  "(send it again to exit at once)")
             return
-        _say(f"{name} again: exiting now without a new checkpoint; the next run resumes from "
-             f"{self.resume_point()}")
+        if self.signum is None:
+            _say(f"{name}: exiting now, with nothing new since the last checkpoint; the next "
+                 f"run resumes from {self.resume_point()}")
+        else:
+            _say(f"{name} again: exiting now without a new checkpoint; the next run resumes "
+                 f"from {self.resume_point()}")
+        durable.discard_partials()
+        sys.stdout.flush()
         os._exit(128 + signum)
 
 

@@ -14,8 +14,10 @@ checkpoint taken on SIGINT/SIGTERM mid-episode restarts that episode.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import signal
+import sys
 
 import jax
 import numpy as np
@@ -79,10 +81,11 @@ class Trainer:
         self.phase_rows = PhaseRows(self.steps, cfg.seeds, self.action_dim)
         self.files: RunFiles | None = None
         self.checkpoints = None
-        self.compiler = PhasePrograms()
+        self.compiler = PhasePrograms(say=self.progress.write, timed=self.progress.eta.timed)
         self.stop = StopRequests(lambda: self.compiler.waiting_for(self.counters.phase),
                                  lambda: run_state.resume_point(self.checkpoints),
-                                 lambda: self.compiler.waits_after(self.counters.phase))
+                                 lambda: self.compiler.waits_after(self.counters.phase),
+                                 on_request=self.compiler.abandon, can_save=self.has_news)
         self.stopwatch = logger.Stopwatch()
 
     # ------------------------------------------------------------------ setup and teardown
@@ -120,6 +123,12 @@ class Trainer:
             self.counters.phase = "train"  # env_steps was raised: train on
         say(f"resumed from {path} at env step {self.counters.env_steps}")
         return record.log_rows
+
+    def has_news(self) -> bool:
+        """Whether the run has got anywhere since its last checkpoint (else a stop request
+        exits at once: the checkpoint has it all)."""
+        c = self.counters
+        return self.files is not None and c.position() != c.last_checkpoint
 
     def close(self) -> None:
         self.compiler.close()
@@ -297,11 +306,14 @@ class Trainer:
         # Every row the checkpoint counts is on disk before it is.
         record = Record(c, self.episodes.counters, self.files.synced_rows(),
                         self.phase_rows.kept(), self.phase_rows.weight)
+        self.progress.doing("saving a checkpoint")
         try:
             return run_state.save(self.checkpoints, self.state, self.replay, record,
                                   self.action_dim, self.cfg)
         except checkpoint.CheckpointWriteError as error:
             raise TrainingStopped(str(error)) from error
+        finally:
+            self.progress.doing(None)
 
 
 def say(line: str) -> None:
@@ -326,6 +338,11 @@ def run(cfg: ExperimentConfig) -> int:
             f"{platform}{devices}")
         if platform == "cpu" and cfg.env_steps > 10_000:
             say("training on CPU is slow (about a second per update): see the ETA")
+        if cfg.progress and sys.stderr.isatty():  # before the first bar: envs, compiles, …
+            print(f"setting up: the envs, the agent's programs (compiled on a first run, then "
+                  f"read from {os.environ.get('JAX_COMPILATION_CACHE_DIR', 'the cache')})"
+                  f"{', reading the checkpoint' if run_dir.resume else ''}", file=sys.stderr,
+                  flush=True)
         trainer = Trainer(cfg, run_dir.path, mesh)
         with trainer.stop:  # also while closing: a second Ctrl-C must not wait for a compile
             try:

@@ -89,11 +89,13 @@ from omegaconf import MISSING, OmegaConf  # noqa: E402
 
 @dataclasses.dataclass
 class EvalConfig:
-    run_dir: str = MISSING
-    episodes: int = 10
+    run_dir: str = MISSING  # the run dir to evaluate (its config.yaml and checkpoints)
+    episodes: int = 10  # episodes of each policy (stochastic, greedy)
+    # Write each policy's first episode as an MP4: policy_<env step>_<policy>.mp4 in the run
+    # dir's media/ (or video_dir).
     video: bool = False
-    checkpoint: typing.Optional[int] = None  # an env step; None = the latest checkpoint
-    seed: int = 0  # of the evaluation episodes (the run's own seed is in its config)
+    checkpoint: typing.Optional[int] = None  # the env step of the checkpoint; None: the latest
+    seed: int = 0  # seed of the episodes' resets and keys (the run's own is in its config)
     # Episodes side by side, each env in a worker process (all seeds' episodes share them);
     # 1: one after another in this process. None: as many as the CPU cores allow (cores − 2).
     envs: typing.Optional[int] = None
@@ -317,9 +319,21 @@ def close_env(env, at_once: bool) -> None:
         env.close(terminate=True)
 
 
+def help_text() -> str:
+    """`--help`: what the command does, then every key with its type, default and meaning."""
+    from slacjax.config import keys_help
+
+    return "\n\n".join([
+        "Evaluate a run's policies: python -m experiments.evaluate run_dir=PATH [key=value ...]",
+        __doc__.split("\n\n")[1].strip(), "Keys (key=value):", keys_help(EvalConfig)])
+
+
 def main() -> None:
     """The command: exit status 0; 2 for bad input, 1 for a failed write, 130 for Ctrl-C
     (`StopRequest`), each with one line."""
+    if any(argument in ("-h", "--help") for argument in sys.argv[1:]):
+        print(help_text())
+        return
     signal.signal(signal.SIGINT, STOP.handle)
     signal.signal(signal.SIGALRM, STOP.handle)
     sys.unraisablehook = STOP.raise_dropped_again(sys.unraisablehook)

@@ -9,9 +9,14 @@ does.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
+import re
+import textwrap
+import tokenize
 import typing
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 from slacjax.tasks import get_task
 
@@ -27,32 +32,36 @@ DEFAULT_SEED_CONV = "loop"
 class AgentConfig:
     """Everything the jitted model and update step depend on (docs/algorithm.md §2–§5)."""
 
-    image_size: int = 64
-    feature_dim: int = 256
-    z1_dim: int = 32
-    z2_dim: int = 256
-    hidden_dim: int = 256
+    image_size: int = 64  # frame side in pixels (the conv encoder/decoder need 64)
+    feature_dim: int = 256  # size of the encoder's feature of one frame
+    z1_dim: int = 32  # size of the latent z1
+    z2_dim: int = 256  # size of the latent z2
+    hidden_dim: int = 256  # width of the MLPs (priors, posteriors, reward, actor, critics)
+    # Variance of the decoder's Gaussian over pixels; the task's (0.1 for cheetah_run, 0.4
+    # for walker_walk, …) unless set.
     decoder_var: float = 0.1
+    # Transitions per sampled sequence (sequence_length + 1 frames); the policy sees the last
+    # sequence_length frames and the sequence_length - 1 actions between them. At least 2.
     sequence_length: int = 8
-    batch_sac: int = 256
-    batch_latent: int = 32
+    batch_sac: int = 256  # sequences per SAC update
+    batch_latent: int = 32  # sequences per latent-model update
     # docs/algorithm.md §5: the latent batch is the first `batch_latent` of the SAC batch (the
     # authors' choice);
     # True samples a separate latent batch (the PyTorch port's choice).
     separate_latent_batch: bool = False
-    gamma: float = 0.99
-    tau: float = 0.005
-    lr_latent: float = 1e-4
-    lr_critic: float = 3e-4
-    lr_actor: float = 3e-4
-    lr_alpha: float = 3e-4
+    gamma: float = 0.99  # discount, in (0, 1)
+    tau: float = 0.005  # target networks' Polyak step, in (0, 1]
+    lr_latent: float = 1e-4  # Adam learning rate of the latent model
+    lr_critic: float = 3e-4  # Adam learning rate of the twin critics
+    lr_actor: float = 3e-4  # Adam learning rate of the actor
+    lr_alpha: float = 3e-4  # Adam learning rate of log α (the temperature)
     # Global-norm clip of the latent model's gradient before Adam; 0 = none (the paper's).
     # At lr_latent 1e-3 one burst of unseen states (a first caught episode) can blow the
     # model up; clipping bounds what such a burst does to Adam's moments.
     latent_grad_clip: float = 0.0
     # Learned temperature by default (log α starts at log(init_alpha)); False keeps α = init_alpha.
     learn_alpha: bool = True
-    init_alpha: float = 1.0
+    init_alpha: float = 1.0  # the temperature α at the start
     # Compute dtype of the conv encoder/decoder ("float32" or "bfloat16"); parameters stay float32.
     dtype: str = "float32"
 
@@ -120,13 +129,14 @@ class WandbConfig:
     """Weights & Biases: on and offline by default (sync later with `wandb sync`), online by
     `wandb.mode=online`. Imported only when enabled; a run goes on without it if it is absent."""
 
-    enabled: bool = True
-    mode: str = "offline"
-    project: str = "slacjax"
-    entity: typing.Optional[str] = None
+    enabled: bool = True  # log to wandb as well as to metrics.jsonl
+    mode: str = "offline"  # offline (sync later with `wandb sync`), online or disabled
+    project: str = "slacjax"  # the wandb project
+    entity: typing.Optional[str] = None  # the wandb entity (user or team); None: the default
+    # The wandb group; None: none for one seed, the run dir's name for several.
     group: typing.Optional[str] = None
-    # wandb's own banner, sync hints and run summary; the run's own output says where its
-    # files are.
+    # No banner, sync hints or run summary from wandb itself (the run's own output says where
+    # its files are).
     quiet: bool = True
 
     def __post_init__(self):
@@ -150,7 +160,10 @@ class TrainConfig:
     steps × action repeat); the replay and the random collection count transitions (agent steps).
     """
 
+    # The task: a DeepMind Control Suite task (cheetah_run, walker_walk, cartpole_swingup,
+    # ball_in_cup_catch, finger_spin, reacher_easy, …) or a Gymnasium MuJoCo one.
     task: str = "cheetah_run"
+    # The run's seed (>= 0): env resets, random actions, evaluations and network init.
     seed: int = 0
     # Independent agents trained together in one process (states and replays stacked, one
     # vmapped update, one env each): seed s of them uses seed + s for its env resets, random
@@ -167,40 +180,45 @@ class TrainConfig:
     # With seeds > 1, how the seeds' convolutions are computed (SEED_CONVS; the same numbers,
     # different speed): "loop", one ordinary convolution per seed, or "patches" / "grouped".
     seed_conv: str = DEFAULT_SEED_CONV
-    run_dir: str = "runs/${task}/${seed_dir:${seed},${seeds}}"  # e.g. seed0, or seeds0-4
-    overwrite: bool = False
-    env_steps: int = 1_000_000  # total, random collection included
+    # Where the run's files go (by default ending in seed0, or seeds0-4 for seed=0 seeds=5);
+    # rerunning the same command resumes from it.
+    run_dir: str = "runs/${task}/${seed_dir:${seed},${seeds}}"
+    overwrite: bool = False  # true: clear run_dir (saying what it deletes) and start over
+    env_steps: int = 1_000_000  # env steps in all, random collection included
     # Random collection: 10,000 env steps (10,000 / action repeat agent steps), as the SLAC
     # paper's curves show; collect_agent_steps, when set, counts agent steps instead (the
     # released code's and the PyTorch port's 10,000 agent steps).
     collect_env_steps: int = 10_000
-    collect_agent_steps: typing.Optional[int] = None
-    replay_capacity: int = 100_000
-    pretrain_updates: int = 100_000
+    collect_agent_steps: typing.Optional[int] = None  # see collect_env_steps; None: unset
+    replay_capacity: int = 100_000  # transitions the replay holds (per seed)
+    pretrain_updates: int = 100_000  # latent-model updates after random collection
     # Latent updates per jitted call; None: 1 on a CPU (XLA:CPU runs convolutions inside a
     # loop ~10x slower), 100 on an accelerator.
     pretrain_updates_per_dispatch: typing.Optional[int] = None
-    updates_per_step: int = 1
+    updates_per_step: int = 1  # fused updates per update step in training
     # Agent steps per fused update in training: 2 = one update on every other agent step
     # (half the updates per env step, for small compute budgets: preset=cpu).
     update_every: int = 1
-    eval_every: int = 10_000  # env steps
-    eval_episodes: int = 10  # per policy: stochastic and greedy each
+    eval_every: int = 10_000  # evaluate every this many env steps
+    eval_episodes: int = 10  # episodes per evaluation, of each policy (stochastic, greedy)
     # Evaluation episodes run this many at a time, each env in a worker process, one batched
     # policy call per step; 1 runs them one after another in this process. None: as many as
     # the CPU cores allow (cores − 2), so 1 on a 2-core machine. Never more than there are
     # episodes: eval_episodes, times `seeds` (all seeds' episodes run side by side).
     eval_envs: typing.Optional[int] = None
-    log_every: int = 1_000  # env steps; also the period of the NaN/inf check
-    pretrain_log_every: int = 1_000  # latent updates
-    checkpoint_every: int = 50_000  # env steps; taken at the next episode boundary
-    pretrain_checkpoint_every: int = 10_000  # latent updates
-    keep_checkpoints: int = 2
+    log_every: int = 1_000  # a row every this many env steps; also the NaN/inf check's period
+    pretrain_log_every: int = 1_000  # a pretraining row every this many latent updates
+    # A checkpoint every this many env steps, taken at the next episode boundary.
+    checkpoint_every: int = 50_000
+    pretrain_checkpoint_every: int = 10_000  # a checkpoint every this many latent updates
+    keep_checkpoints: int = 2  # the newest checkpoints kept (older ones are deleted)
     # Cap on an episode's length in env steps (None: the task's own, 1,000 for DMC).
     episode_env_steps: typing.Optional[int] = None
-    action_repeat: typing.Optional[int] = None  # None: the task's
+    action_repeat: typing.Optional[int] = None  # env steps per agent step; None: the task's
+    # Rendering: "default" (the suite's look) or "fast" (no multisampling, shadows or
+    # reflections: ~15x cheaper per frame on a CPU).
     render_quality: str = "default"
-    progress: bool = True
+    progress: bool = True  # the progress bar (rate, ETA, the run's ETA) on stderr
 
     def __post_init__(self):
         get_task(self.task)
@@ -264,13 +282,6 @@ class ExperimentConfig(TrainConfig):
         if agent.sequence_length >= self.replay_capacity:
             raise ValueError(f"agent.sequence_length ({agent.sequence_length}) must be below "
                              f"replay_capacity ({self.replay_capacity})")
-        if self.episode_env_steps is not None:
-            episode = -(-self.episode_env_steps // self.repeat)
-            if episode < agent.sequence_length:
-                raise ValueError(
-                    f"episodes of {episode} agent steps (episode_env_steps "
-                    f"{self.episode_env_steps} at action repeat {self.repeat}) are shorter than "
-                    f"agent.sequence_length ({agent.sequence_length}): no window to train on")
 
     def agent_config(self) -> AgentConfig:
         """The AgentConfig of this run: the task's defaults with the given overrides."""
@@ -283,3 +294,76 @@ class ExperimentConfig(TrainConfig):
         return dict(task=self.task, seed=self.seed, seeds=self.seeds, action_repeat=self.repeat,
                     replay_capacity=self.replay_capacity,
                     agent=dataclasses.asdict(self.agent_config()))
+
+
+# ------------------------------------------------------------------------------------ --help
+
+def field_docs(cls) -> dict[str, str]:
+    """{field: its description} of a dataclass whose fields are described by comments in its
+    source: the comment lines right above a field and the comment after it on its line (the
+    one description there is, for the code and for --help alike)."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {token.start[0] - 1: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                if token.type == tokenize.COMMENT}
+    names = {field.name for field in dataclasses.fields(cls)}
+    docs, above = {}, []
+    for index, line in enumerate(source.splitlines()):
+        field = re.match(r" {4}(\w+)\s*:", line)
+        if line.strip().startswith("#"):
+            above.append(comments[index])
+        elif field and field[1] in names:
+            docs[field[1]] = " ".join(above + ([comments[index]] if index in comments else []))
+            above = []
+        else:
+            above = []
+    return docs
+
+
+def _type_name(kind) -> str:
+    """int, str, …; 'int or null' for an Optional."""
+    arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
+    if typing.get_origin(kind) is typing.Union and len(arguments) == 1:
+        return f"{_type_name(arguments[0])} or null"
+    if typing.get_origin(kind) in (list, typing.List):
+        return f"list of {_type_name(arguments[0])}"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _default_text(value) -> str:
+    if value is MISSING:
+        return "required"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def keys_help(cls, prefix: str = "", defaults: dict | None = None, width: int = 100) -> str:
+    """Every field of dataclass `cls` as `prefix` + name, its type and default (`defaults`
+    overriding the class's), and its description wrapped to `width` columns."""
+    docs, kinds = field_docs(cls), typing.get_type_hints(cls)
+    blocks = []
+    for field in dataclasses.fields(cls):
+        default = (defaults or {}).get(field.name, field.default)
+        if default is dataclasses.MISSING:
+            default = field.default_factory()
+        head = (f"  {prefix}{field.name} ({_type_name(kinds[field.name])}, default "
+                f"{_default_text(default)})")
+        text = docs.get(field.name) or ""
+        text = text[:1].upper() + text[1:]
+        body = textwrap.fill(text, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+        blocks.append(head + ("\n" + body if text else ""))
+    return "\n".join(blocks)
+
+
+def experiment_help(task: str = "cheetah_run") -> str:
+    """The keys of `experiments.run`: the protocol's, agent.* (defaults as for `task`: the
+    decoder variance is the task's) and wandb.*."""
+    agent_defaults = dataclasses.asdict(agent_config_for_task(task))
+    return "\n\n".join([
+        "The run (key=value):", keys_help(TrainConfig),
+        f"The agent (agent.key=value; defaults for task={task}):",
+        keys_help(AgentConfig, "agent.", agent_defaults),
+        "Weights & Biases (wandb.key=value):", keys_help(WandbConfig, "wandb.")])

@@ -41,6 +41,7 @@ class RunFiles:
         put back. LaunchError for a metrics file with a bad line; WriteError."""
         self.run_dir, self.cfg = run_dir, cfg
         self.seeds: list[SeedFiles] = []
+        durable.remove_partials(run_dir)  # config.yaml, the seeds' curve
         for index, seed in enumerate(seeds):
             directory = seed_directory(run_dir, cfg, index)
             make_directory(directory)

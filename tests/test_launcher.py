@@ -26,8 +26,8 @@ import pytest
 
 from experiments import run as run_module
 from experiments.run import experiment_config
-from slacjax import checkpoint, logger, run_dir as run_dir_lib, run_state, signals, trainer
-from slacjax import compile_ahead
+from slacjax import checkpoint, compile_ahead, logger, run_state, signals, trainer
+from slacjax import run_dir as run_dir_lib
 from slacjax.compile_ahead import PhasePrograms
 from slacjax.tasks import PLANET_TASKS
 

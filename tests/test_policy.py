@@ -73,7 +73,7 @@ def test_each_window_acts_with_its_own_agent():
     got = two.act(states.params, np.array([1, 0, 0], np.int32), history, window_keys,
                   np.int32(3), False)
     for window, agent in enumerate([1, 0, 0]):
-        params, one = (jax.tree.map(lambda leaf: leaf[i:i + 1], tree)
+        params, one = (jax.tree.map(lambda leaf, i=i: leaf[i:i + 1], tree)
                        for i, tree in ((agent, states.params), (window, history)))
         alone = STEPS.act(params, np.zeros(1, np.int32), one, window_keys[window:window + 1],
                           np.int32(3), False)

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from experiments.run import experiment_config
-from slacjax import logger, run_dir as run_dir_lib, trainer
+from slacjax import logger, trainer
+from slacjax import run_dir as run_dir_lib
 from slacjax.steps import make_steps
 from tests.test_launcher import REPO, command, final_checkpoint, started_trainer, wait_for
 
@@ -124,8 +125,8 @@ def test_each_seed_collects_as_its_single_seed_run_does(tmp_path, capsys):
     two = collect([*hopper, "seeds=2"], run_dir)
     try:
         for index, single in enumerate(singles):
-            assert trees_equal(jax.tree.map(lambda leaf: leaf[index:index + 1], two.replay),
-                               single)
+            one = jax.tree.map(lambda leaf, index=index: leaf[index:index + 1], two.replay)
+            assert trees_equal(one, single)
         assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "seed0", "seed1"]
         returns = [[row["episode_return"] for row in logger.read_rows(run_dir / f"seed{seed}")]
                    for seed in (0, 1)]

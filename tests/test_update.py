@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from slacjax import latent, networks, parallel, sac, update
+from slacjax import latent, networks, parallel, update
 from slacjax import replay as replay_lib
 from slacjax.config import AgentConfig
 from slacjax.steps import make_steps

@@ -72,12 +72,11 @@ def check_divisible(cfg: AgentConfig, mesh: Mesh, latent_only: bool = False) -> 
         raise ValueError(f"a batch of {size} sequences does not split over {mesh.size} devices")
 
 
-def update_on_mesh(state: update.TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
-                   nets: Networks, mesh: Mesh, latent_only: bool):
-    """`update.update` (or `latent_update`) with `batch` split over the mesh -> (state, metrics),
-    both replicated. For use inside a jitted function."""
+def gradients_on_mesh(state: update.TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
+                      nets: Networks, mesh: Mesh, latent_only: bool):
+    """`update.gradients` (or `latent_gradients`) with `batch` split over the mesh ->
+    (Gradients, metrics), both replicated. For use inside a jitted function."""
     batch = jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
-    step = update.latent_update if latent_only else update.update
-    state, metrics = step(state, batch, key, cfg, nets)
-    # Pinned replicated, so a donated state keeps one layout from call to call.
-    return jax.lax.with_sharding_constraint((state, metrics), replicated(mesh))
+    compute = update.latent_gradients if latent_only else update.gradients
+    return jax.lax.with_sharding_constraint(compute(state, batch, key, cfg, nets),
+                                            replicated(mesh))

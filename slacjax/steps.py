@@ -123,14 +123,31 @@ def _build(cfg: AgentConfig, action_dim: int, num_seeds: int, mesh: Mesh | None,
     def updates(latent_only: bool):
         def program(state, replay, num_steps):
             step_nets = nets_for(num_steps)
-            apply_update = None if mesh is None else functools.partial(
-                parallel.update_on_mesh, cfg=cfg, nets=step_nets, mesh=mesh,
+            compute = None if mesh is None else functools.partial(
+                parallel.gradients_on_mesh, cfg=cfg, nets=step_nets, mesh=mesh,
                 latent_only=latent_only)
+            sample_gradients = _seedwise(functools.partial(
+                update.sample_gradients, cfg=cfg, nets=step_nets, latent_only=latent_only,
+                compute=compute), num_seeds)
+            # One seed: the optimisers step the state with its seed axis. A fusion that writes
+            # a donated leaf in place must read it without the squeeze's reshape, or XLA
+            # copies the leaf at every call instead.
+            apply = functools.partial(update.apply_gradients, cfg=cfg)
+            apply = apply if num_seeds == 1 else jax.vmap(apply)
 
-            def one(state, replay):
-                return update.sample_and_update_steps(state, replay, cfg, step_nets, num_steps,
-                                                      latent_only, apply_update)
-            return _seedwise(one, num_seeds)(state, replay)
+            def one_update(state, _=None):
+                key, grads, metrics = sample_gradients(state, replay)
+                state = apply(state.replace(key=key), grads)
+                if mesh is not None:  # one layout from call to call for the donated state
+                    state = jax.lax.with_sharding_constraint(state, parallel.replicated(mesh))
+                return state, metrics
+
+            if num_steps == 1:
+                # No loop for one step: XLA:CPU runs convolutions inside a while loop ~10×
+                # slower.
+                return one_update(state)
+            state, metrics = jax.lax.scan(one_update, state, None, length=num_steps)
+            return state, jax.tree.map(lambda metric: jnp.mean(metric, axis=0), metrics)
 
         return jit_networks(program, static_argnames="num_steps", donate_argnums=0)
 

@@ -1,8 +1,8 @@
 """The training state and the fused update step (docs/algorithm.md §5), as pure functions.
 
-`update` computes the latent, critic, actor and α losses from the parameters before the step,
-then applies the four Adam optimisers and moves the critic targets, each over its parameters
-as one vector (`ravel`). `slacjax.steps` jits them.
+`update` computes the latent, critic, actor and α losses and their gradients from the
+parameters before the step (`gradients`), then applies the four Adam optimisers and moves the
+critic targets (`apply_gradients`). `slacjax.steps` jits them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Callable
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
@@ -94,38 +93,9 @@ def split_batch(batch: Batch, cfg: AgentConfig) -> tuple[Batch, Batch]:
     return batch.take(0, cfg.batch_latent), batch
 
 
-def ravel(tree) -> jax.Array:
-    """A pytree's leaves flattened and concatenated in leaf order -> one vector [P]."""
-    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
-
-
-def unravel(flat: jax.Array, like):
-    """The inverse of `ravel`: [P] -> a pytree with the structure and shapes of `like`."""
-    leaves, treedef = jax.tree.flatten(like)
-    ends = np.cumsum([leaf.size for leaf in leaves])
-    return jax.tree.unflatten(treedef, [flat[end - leaf.size:end].reshape(leaf.shape)
-                                        for end, leaf in zip(ends, leaves)])
-
-
-def apply_gradients(opt: optax.GradientTransformation, params, flat_grads: jax.Array,
-                    opt_state) -> tuple[jax.Array, optax.OptState]:
-    """One step of `opt` over all of `params` as one vector -> (new params [P], new state).
-
-    flat_grads [P] is `ravel(grads)`. One transformation of P elements, not one per leaf;
-    `opt_state` keeps the structure `opt.init(params)` gives it (moments shaped like params).
-    """
-    structure = jax.tree.structure(params)
-
-    def like_params(node) -> bool:
-        return jax.tree.structure(node) == structure
-
-    flat_params = ravel(params)
-    flat_state = jax.tree.map(lambda node: ravel(node) if like_params(node) else node, opt_state,
-                              is_leaf=like_params)
-    updates, flat_state = opt.update(flat_grads, flat_state, flat_params)
-    new_state = jax.tree.map(lambda old, new: unravel(new, old) if like_params(old) else new,
-                             opt_state, flat_state, is_leaf=like_params)
-    return flat_params + updates, new_state
+def optimiser_step(opt: optax.GradientTransformation, params, grads, opt_state):
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, nets: Networks,
@@ -153,11 +123,21 @@ def sac_inputs(latent_params: dict, batch: Batch, key: jax.Array, nets: Networks
     return jax.lax.stop_gradient((z[:, -2], z[:, -1], now, nxt))
 
 
-def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, nets: Networks):
-    """One fused SLAC update: latent model + critic + actor + α + targets -> (state, metrics).
+@struct.dataclass
+class Gradients:
+    """One update's gradients: of the latent model and, in a fused update, of the actor, the
+    critics and log α (None in a latent-only update)."""
 
-    batch: `sampled_batch_size(cfg)` sequences (see `split_batch`).
-    """
+    latent: dict
+    actor: dict | None = None
+    critic: dict | None = None
+    log_alpha: jax.Array | None = None
+
+
+def gradients(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
+              nets: Networks) -> tuple[Gradients, dict]:
+    """The fused update's losses and their gradients, all from the parameters before the step
+    -> (Gradients, metrics). batch: `sampled_batch_size(cfg)` sequences (see `split_batch`)."""
     k_latent, k_rollout, k_critic, k_actor = jax.random.split(key, 4)
     latent_batch, sac_batch = split_batch(batch, cfg)
     params = state.params
@@ -167,7 +147,6 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
 
     latent_grads, (latent_metrics, latent_features) = jax.grad(latent.elbo_loss, has_aux=True)(
         params.latent, latent_batch, k_latent, cfg, nets)
-    latent_grads = ravel(latent_grads)
     latent_metrics = {**latent_metrics, "latent_grad_norm": optax.global_norm(latent_grads)}
 
     # The default latent batch is the SAC batch's head: its frames are encoded once, for both.
@@ -181,76 +160,75 @@ def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, ne
         params.actor, params.critic, alpha, z, now, k_actor, nets)
     alpha_grad, alpha_metrics = jax.grad(sac.alpha_loss, has_aux=True)(
         state.log_alpha, log_pi, -float(action_dim))
-
-    opts = optimizers(cfg)
-    new_latent, latent_opt = apply_gradients(opts["latent"], params.latent, latent_grads,
-                                             state.opt_state.latent)
-    new_critic, critic_opt = apply_gradients(opts["critic"], params.critic, ravel(critic_grads),
-                                             state.opt_state.critic)
-    new_actor, actor_opt = apply_gradients(opts["actor"], params.actor, ravel(actor_grads),
-                                           state.opt_state.actor)
-    if cfg.learn_alpha:
-        alpha_update, alpha_opt = opts["alpha"].update(alpha_grad, state.opt_state.alpha)
-        log_alpha = state.log_alpha + alpha_update
-    else:
-        log_alpha, alpha_opt = state.log_alpha, state.opt_state.alpha
-
-    new_state = state.replace(
-        params=Params(latent=unravel(new_latent, params.latent),
-                      actor=unravel(new_actor, params.actor),
-                      critic=unravel(new_critic, params.critic)),
-        target_critic=unravel(sac.polyak(ravel(state.target_critic), new_critic, cfg.tau),
-                              state.target_critic),
-        log_alpha=log_alpha,
-        opt_state=OptStates(latent=latent_opt, actor=actor_opt, critic=critic_opt,
-                            alpha=alpha_opt),
-        step=state.step + 1,
-    )
     metrics = {**latent_metrics, **critic_metrics, **actor_metrics, **alpha_metrics,
                "alpha": alpha}
-    return new_state, metrics
+    return Gradients(latent_grads, actor_grads, critic_grads, alpha_grad), metrics
+
+
+def latent_gradients(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
+                     nets: Networks) -> tuple[Gradients, dict]:
+    """The latent model's loss and gradient on `batch_latent` sequences -> (Gradients with
+    the latent model's only, metrics)."""
+    grads, (metrics, _) = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch,
+                                                                   key, cfg, nets)
+    return Gradients(grads), {**metrics, "latent_grad_norm": optax.global_norm(grads)}
+
+
+def apply_gradients(state: TrainState, grads: Gradients, cfg: AgentConfig) -> TrainState:
+    """The optimisers' steps for `grads`, and in a fused update the critic targets' -> the
+    state after the update. Elementwise: `state` and `grads` may carry a leading axis of one
+    (`slacjax.steps` applies them so, and XLA updates the donated state in place)."""
+    opts = optimizers(cfg)
+    latent_params, latent_opt = optimiser_step(opts["latent"], state.params.latent,
+                                               grads.latent, state.opt_state.latent)
+    state = state.replace(params=state.params.replace(latent=latent_params),
+                          opt_state=state.opt_state.replace(latent=latent_opt),
+                          step=state.step + 1)
+    if grads.critic is None:
+        return state
+    critic, critic_opt = optimiser_step(opts["critic"], state.params.critic, grads.critic,
+                                        state.opt_state.critic)
+    actor, actor_opt = optimiser_step(opts["actor"], state.params.actor, grads.actor,
+                                      state.opt_state.actor)
+    log_alpha, alpha_opt = state.log_alpha, state.opt_state.alpha
+    if cfg.learn_alpha:
+        log_alpha, alpha_opt = optimiser_step(opts["alpha"], log_alpha, grads.log_alpha,
+                                              alpha_opt)
+    return state.replace(
+        params=state.params.replace(actor=actor, critic=critic),
+        target_critic=sac.polyak(state.target_critic, critic, cfg.tau),
+        log_alpha=log_alpha,
+        opt_state=state.opt_state.replace(actor=actor_opt, critic=critic_opt, alpha=alpha_opt))
+
+
+def update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig, nets: Networks):
+    """One fused SLAC update: latent model + critic + actor + α + targets -> (state, metrics).
+
+    batch: `sampled_batch_size(cfg)` sequences (see `split_batch`).
+    """
+    grads, metrics = gradients(state, batch, key, cfg, nets)
+    return apply_gradients(state, grads, cfg), metrics
 
 
 def latent_update(state: TrainState, batch: Batch, key: jax.Array, cfg: AgentConfig,
                   nets: Networks):
     """Latent-model-only update (pretraining) on `batch_latent` sequences -> (state, metrics)."""
-    grads, (metrics, _) = jax.grad(latent.elbo_loss, has_aux=True)(state.params.latent, batch,
-                                                                   key, cfg, nets)
-    grads = ravel(grads)
-    metrics = {**metrics, "latent_grad_norm": optax.global_norm(grads)}
-    new_latent, latent_opt = apply_gradients(optimizers(cfg)["latent"], state.params.latent,
-                                             grads, state.opt_state.latent)
-    return state.replace(params=state.params.replace(latent=unravel(new_latent,
-                                                                    state.params.latent)),
-                         opt_state=state.opt_state.replace(latent=latent_opt),
-                         step=state.step + 1), metrics
+    grads, metrics = latent_gradients(state, batch, key, cfg, nets)
+    return apply_gradients(state, grads, cfg), metrics
 
 
-def _sample_and_update(state: TrainState, replay, cfg: AgentConfig, latent_only: bool,
-                       apply_update: Callable):
+def sample_gradients(state: TrainState, replay, cfg: AgentConfig, nets: Networks,
+                     latent_only: bool, compute: Callable | None = None):
+    """Splits the state's key, samples a batch from `replay` and computes the update's
+    gradients -> (the state's next key, Gradients, metrics).
+
+    `compute(state, batch, key) -> (Gradients, metrics)` defaults to `gradients` (or
+    `latent_gradients`); `slacjax.steps` passes one that places the batch on a device mesh.
+    """
+    if compute is None:
+        compute = functools.partial(latent_gradients if latent_only else gradients, cfg=cfg,
+                                    nets=nets)
     key, k_sample, k_update = jax.random.split(state.key, 3)
     size = cfg.batch_latent if latent_only else sampled_batch_size(cfg)
     batch = replay_lib.sample(replay, k_sample, size, cfg.sequence_length)
-    return apply_update(state.replace(key=key), batch, k_update)
-
-
-def sample_and_update_steps(state: TrainState, replay, cfg: AgentConfig, nets: Networks,
-                            num_steps: int, latent_only: bool,
-                            apply_update: Callable | None = None):
-    """`num_steps` times: split the state's key, sample a batch, update -> (state, mean metrics).
-
-    `apply_update(state, batch, key) -> (state, metrics)` defaults to `update` (or
-    `latent_update`); `slacjax.steps` passes one that places the batch on a device mesh.
-    """
-    if apply_update is None:
-        apply_update = functools.partial(latent_update if latent_only else update, cfg=cfg,
-                                         nets=nets)
-    if num_steps == 1:
-        # No loop for one step: XLA:CPU runs convolutions inside a while loop ~10× slower.
-        return _sample_and_update(state, replay, cfg, latent_only, apply_update)
-
-    def body(state, _):
-        return _sample_and_update(state, replay, cfg, latent_only, apply_update)
-
-    state, metrics = jax.lax.scan(body, state, None, length=num_steps)
-    return state, jax.tree.map(jnp.mean, metrics)
+    return (key, *compute(state, batch, k_update))
